@@ -1,0 +1,197 @@
+"""Training and member bookkeeping shared by the snapshot-ensemble estimators."""
+
+import inspect
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, InvalidParameterError
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import LRScheduler
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
+
+from ._callbacks import CyclicSnapshots
+from ._data import torch_seed, validation_split
+
+_CALLBACK_NAME = "snapshots"
+
+
+class BaseSnapshotEnsemble(BaseEstimator):
+    """Train one skorch net through M learning-rate cycles and keep M snapshots.
+
+    Subclasses say which skorch class they wrap (``_net_class``), how to build
+    a default net around a module (``_default_net``), which data-dependent
+    module arguments they fill in (``_module_data_kwargs``) and how one member
+    predicts (``_member_predict``).
+    """
+
+    _parameter_constraints = {
+        "net": "no_validation",
+        "n_snapshots": [Interval(Integral, 1, None, closed="left")],
+        "n_members": [None, Interval(Integral, 1, None, closed="left")],
+        "min_lr": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, net=None, *, n_snapshots=5, n_members=None, min_lr=0.0,
+                 validation_fraction=0.1, random_state=None, verbose=0):
+        self.net = net
+        self.n_snapshots = n_snapshots
+        self.n_members = n_members
+        self.min_lr = min_lr
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- building the net -------------------------------------------------
+    def _build_net(self, data_kwargs):
+        """Clone the template (or build the default net) and fill in data sizes."""
+        net = self.net
+        if net is None:
+            net = self._default_net(self._default_module)
+        elif isinstance(net, torch.nn.Module) or (
+            isinstance(net, type) and issubclass(net, torch.nn.Module)
+        ):
+            net = self._default_net(net)
+        elif not isinstance(net, self._net_class):
+            raise InvalidParameterError(
+                f"The 'net' parameter of {type(self).__name__} must be None, a "
+                f"skorch {self._net_class.__name__}, or a torch.nn.Module subclass "
+                f"or instance; got {net!r}."
+            )
+        net = clone(net)
+
+        # Fill in e.g. n_features/n_classes only where the module's constructor
+        # takes them and the user left them unset.
+        if isinstance(net.module, type):
+            accepted = inspect.signature(net.module).parameters
+            given = net.get_params(deep=False)
+            fill = {f"module__{name}": value for name, value in data_kwargs.items()
+                    if name in accepted and f"module__{name}" not in given}
+            net.set_params(**fill)
+
+        for name, callback in self._user_callbacks(net):
+            if isinstance(callback, LRScheduler) or (
+                isinstance(callback, type) and issubclass(callback, LRScheduler)
+            ):
+                raise ValueError(
+                    f"The net has its own learning-rate scheduler callback ({name!r}). "
+                    f"{type(self).__name__} sets the learning rate of every batch "
+                    "itself; remove the LRScheduler from the net's callbacks."
+                )
+            if name == _CALLBACK_NAME:
+                raise ValueError(
+                    f"The callback name {_CALLBACK_NAME!r} is reserved by "
+                    f"{type(self).__name__}; rename the net's callback."
+                )
+        return net
+
+    @staticmethod
+    def _user_callbacks(net):
+        for i, item in enumerate(net.callbacks or []):
+            if isinstance(item, (tuple, list)):
+                yield item[0], item[1]
+            else:
+                yield getattr(item, "__name__", type(item).__name__) + f"[{i}]", item
+
+    # -- training -----------------------------------------------------------
+    def _fit_snapshots(self, X, y, data_kwargs, stratify):
+        """Train once and store ``net_``, ``snapshots_`` and ``members_``.
+
+        ``stratify`` holds the labels to stratify the validation split on, or
+        None for a plain random split.
+        """
+        if self.n_members is not None and self.n_members > self.n_snapshots:
+            raise ValueError(
+                f"n_members={self.n_members} cannot exceed n_snapshots={self.n_snapshots}."
+            )
+        rng = check_random_state(self.random_state)
+        strata = stratify if stratify is not None else np.zeros(len(y), dtype=np.int64)
+        train, valid = validation_split(strata, self.validation_fraction, rng)
+        seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
+
+        net = self._build_net(data_kwargs)
+        collector = CyclicSnapshots(self.n_snapshots, min_lr=self.min_lr)
+        net.set_params(
+            callbacks=list(net.callbacks or []) + [(_CALLBACK_NAME, collector)],
+            train_split=predefined_split(Dataset(X[valid], y[valid])) if len(valid) else None,
+            verbose=self.verbose,
+        )
+        with torch_seed(seed):
+            net.initialize()
+            self._check_module_output(net, X[:2])
+            # skorch swallows KeyboardInterrupt inside partial_fit; whatever
+            # snapshots were taken until then are kept below.
+            net.partial_fit(X[train], y[train])
+
+        collector = dict(net.callbacks_)[_CALLBACK_NAME]
+        snapshots = collector.snapshots_
+        # The ensemble owns the snapshots; the callback keeps no second reference.
+        collector.snapshots_ = []
+        if not snapshots:
+            raise RuntimeError(
+                "Training stopped before the first learning-rate cycle ended, so no "
+                "snapshot was taken and there is no ensemble to return."
+            )
+        if len(snapshots) < self.n_snapshots:
+            warnings.warn(
+                f"Training stopped after {len(snapshots)} of {self.n_snapshots} "
+                f"cycles (iteration {collector.iteration_} of {collector.n_iter_}); "
+                f"the ensemble keeps the {len(snapshots)} snapshots taken.",
+                RuntimeWarning,
+            )
+        self.net_ = net
+        self.snapshots_ = snapshots
+        self.snapshot_epochs_ = list(collector.snapshot_epochs_)
+        self.n_iter_ = collector.iteration_
+        n_members = len(snapshots) if self.n_members is None else min(self.n_members, len(snapshots))
+        self.members_ = np.arange(len(snapshots) - n_members, len(snapshots))
+        self.weights_ = np.full(n_members, 1.0 / n_members)
+        if self.verbose:
+            print(f"{type(self).__name__}: {len(snapshots)} snapshots in "
+                  f"{self.n_iter_} iterations; predicting with members "
+                  f"{self.members_.tolist()}.")
+        return self
+
+    def _check_module_output(self, net, X_few):
+        """Fail before training when the module's output width is wrong."""
+        expected = self._expected_output_width()
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                out = net.infer(torch.as_tensor(X_few).to(net.device))
+        finally:
+            module.train(was_training)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        width = out.shape[1] if out.ndim == 2 else None
+        if width != expected:
+            raise ValueError(
+                f"The module returns outputs of shape {tuple(out.shape)} for "
+                f"{len(X_few)} rows, but {type(self).__name__} needs "
+                f"(n_rows, {expected}) here ({self._output_width_reason()})."
+            )
+
+    # -- prediction -----------------------------------------------------------
+    def _iter_member_outputs(self, X, members=None):
+        """Yield each chosen member's prediction for ``X``, one member at a time.
+
+        The members take turns in the trained net's module (loaded on its
+        device); afterwards the module holds the last snapshot again.
+        """
+        check_is_fitted(self, "snapshots_")
+        members = self.members_ if members is None else members
+        module = self.net_.module_
+        try:
+            for index in members:
+                module.load_state_dict(self.snapshots_[index])
+                yield self._member_predict(X)
+        finally:
+            module.load_state_dict(self.snapshots_[-1])

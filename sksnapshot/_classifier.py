@@ -1,0 +1,237 @@
+"""SnapshotEnsembleClassifier."""
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNetClassifier
+
+from ._base import BaseSnapshotEnsemble
+from ._modules import MLPModule
+
+__all__ = ["SnapshotEnsembleClassifier", "default_classifier_net"]
+
+
+def default_classifier_net(module=MLPModule):
+    """The skorch net trained when only a module (or nothing) is given.
+
+    SGD with Nesterov momentum 0.9, peak learning rate 0.05, 50 epochs of
+    batches of 128 shuffled rows, cross-entropy on the module's logits, silent.
+
+    Parameters
+    ----------
+    module : torch.nn.Module subclass or instance, default=MLPModule
+        The module to train; it must return one logit per class.
+
+    Returns
+    -------
+    net : skorch.NeuralNetClassifier
+        An uninitialised net, to be used as the template of an ensemble.
+
+    Examples
+    --------
+    >>> net = default_classifier_net()
+    >>> net.max_epochs, net.lr
+    (50, 0.05)
+    """
+    return NeuralNetClassifier(
+        module,
+        criterion=torch.nn.CrossEntropyLoss,
+        optimizer=torch.optim.SGD,
+        optimizer__momentum=0.9,
+        optimizer__nesterov=True,
+        lr=0.05,
+        max_epochs=50,
+        batch_size=128,
+        iterator_train__shuffle=True,
+        train_split=None,
+        verbose=0,
+    )
+
+
+class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
+    """Snapshot ensemble of a skorch classifier: train 1, get M for free.
+
+    One training run of the net, with its learning rate following ``n_snapshots``
+    cosine cycles with warm restarts (Huang et al., 2017), leaves a snapshot of
+    the weights at the end of each cycle. ``predict_proba`` averages the softmax
+    outputs of the chosen snapshots.
+
+    The net's own ``max_epochs`` is the whole budget and its ``lr`` the peak
+    learning rate of every cycle: the ensemble costs what one net costs.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNetClassifier, torch.nn.Module subclass or instance, default=None
+        The net to train. A ``NeuralNetClassifier`` is a template: it is
+        cloned in ``fit`` and never changed. A module (class or instance) is
+        wrapped in :func:`default_classifier_net`, so it must return logits.
+        None trains :class:`MLPModule` in that default net.
+
+        The net's criterion, optimizer and its settings, batch size, iterators,
+        device and callbacks are honoured, except that its ``train_split`` is
+        replaced by the ensemble's own validation rows (see
+        ``validation_fraction``), its ``verbose`` by the ensemble's, and it may
+        not carry its own ``LRScheduler``. If the module class has constructor
+        parameters named ``n_features`` or ``n_classes`` that the net does not
+        set, they are filled in with the width of ``X`` and the number of classes.
+    n_snapshots : int, default=5
+        Number of learning-rate cycles M, hence of snapshots. The
+        ``max_epochs * batches_per_epoch`` optimizer steps are split into M
+        cycles of equal length (to within one step).
+    n_members : int, default=None
+        Predict with the last ``n_members`` snapshots; None uses all of them.
+    min_lr : float, default=0.0
+        The learning rate every cycle anneals towards.
+    validation_fraction : float in [0, 1), default=0.1
+        Share of the training rows held out (stratified) and given to skorch as
+        its validation set, so ``valid_loss`` and ``valid_acc`` appear in the
+        history. 0 trains on every row.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the validation split and torch (weights, shuffling, dropout)
+        inside ``fit`` only; torch's global random state is restored afterwards.
+        None leaves torch's global random state in charge.
+    verbose : int, default=0
+        Passed to the net: 1 prints skorch's epoch table, with the learning
+        rate, the cycle and a ``+`` in the ``snapshot`` column where one was
+        taken. 0 is silent.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during ``fit``, when ``X`` has string column names.
+    net_ : skorch.NeuralNetClassifier
+        The trained net; ``net_.history`` holds the per-epoch losses, ``lr``,
+        ``cycle`` and ``event_snapshot``, and per-batch ``lr``. Its module holds
+        the weights of the last snapshot.
+    snapshots_ : list of OrderedDict
+        The module's ``state_dict`` at the end of each cycle, oldest first,
+        as detached CPU tensors (parameters and buffers).
+    snapshot_epochs_ : list of int
+        The (1-based) epoch in which each snapshot was taken.
+    members_ : ndarray of int
+        Indices into ``snapshots_`` of the members ``predict_proba`` averages.
+    weights_ : ndarray of float
+        The weight of each member (uniform).
+    n_iter_ : int
+        Optimizer steps taken.
+
+    See Also
+    --------
+    sklearn.ensemble.VotingClassifier : soft voting over independent estimators.
+
+    References
+    ----------
+    G. Huang, Y. Li, G. Pleiss, Z. Liu, J. E. Hopcroft, K. Q. Weinberger,
+    "Snapshot Ensembles: Train 1, Get M for Free", ICLR 2017.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skorch import NeuralNetClassifier
+    >>> from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
+    >>> X, y = load_iris(return_X_y=True)
+    >>> X = StandardScaler().fit_transform(X)
+    >>> net = default_classifier_net().set_params(max_epochs=30)
+    >>> clf = SnapshotEnsembleClassifier(net, n_snapshots=3, random_state=0).fit(X, y)
+    >>> len(clf.snapshots_)
+    3
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    >>> clf.score(X, y) > 0.9
+    True
+    """
+
+    _net_class = NeuralNetClassifier
+    _default_module = MLPModule
+    _default_net = staticmethod(default_classifier_net)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the net once through ``n_snapshots`` cycles and keep the snapshots.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows; converted to float32.
+        y : array-like of shape (n_samples,)
+            Class labels of any type scikit-learn accepts.
+
+        Returns
+        -------
+        self : SnapshotEnsembleClassifier
+            The fitted ensemble.
+        """
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        X = np.require(X, requirements=["C", "W"])
+        check_classification_targets(y)
+        self.classes_, y_encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the "
+                f"data, but the data contain only one class: {self.classes_[0]!r}."
+            )
+        y_encoded = y_encoded.astype(np.int64)
+        return self._fit_snapshots(
+            X,
+            y_encoded,
+            data_kwargs={"n_features": X.shape[1], "n_classes": len(self.classes_)},
+            stratify=y_encoded,
+        )
+
+    def _expected_output_width(self):
+        return len(self.classes_)
+
+    def _output_width_reason(self):
+        return f"one output per class; classes: {self.classes_.tolist()}"
+
+    def _member_predict(self, X):
+        return self.net_.predict_proba(X)
+
+    def _validate_X_predict(self, X):
+        check_is_fitted(self, "snapshots_")
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        return np.require(X, requirements=["C", "W"])
+
+    def predict_proba(self, X):
+        """Average the members' class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to predict.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Weighted mean of the members' probabilities, columns ordered as
+            ``classes_``.
+        """
+        X = self._validate_X_predict(X)
+        probas = np.stack(list(self._iter_member_outputs(X))).astype(np.float64)
+        proba = np.average(probas, axis=0, weights=self.weights_)
+        # float32 softmax rows sum to 1 only to ~1e-7; consumers such as
+        # sklearn's log_loss check to a tighter tolerance.
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Predict the class labels of ``X`` (argmax of :meth:`predict_proba`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to predict.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            Predicted labels, taken from ``classes_``.
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
