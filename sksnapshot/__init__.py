@@ -7,7 +7,21 @@ the end of every cycle, and predict with the average of the snapshots.
 from ._callbacks import CyclicSnapshots
 from ._classifier import SnapshotEnsembleClassifier, default_classifier_net
 from ._modules import MLPModule
-from ._schedules import cosine_annealing_lr, cycle_boundaries, snapshot_iterations
+from ._schedules import (
+    cosine_annealing_lr,
+    cycle_boundaries,
+    linear_cycles_lr,
+    linear_snapshot_iterations,
+    snapshot_iterations,
+)
+from ._selection import (
+    disagreement_matrix,
+    member_scores,
+    optimize_weights,
+    select_diverse,
+    select_greedy,
+    select_members,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -18,5 +32,13 @@ __all__ = [
     "cosine_annealing_lr",
     "cycle_boundaries",
     "default_classifier_net",
+    "disagreement_matrix",
+    "linear_cycles_lr",
+    "linear_snapshot_iterations",
+    "member_scores",
+    "optimize_weights",
+    "select_diverse",
+    "select_greedy",
+    "select_members",
     "snapshot_iterations",
 ]

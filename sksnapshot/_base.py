@@ -2,20 +2,24 @@
 
 import inspect
 import warnings
+from collections import OrderedDict
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, InvalidParameterError
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import LRScheduler
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
+from torch.optim.swa_utils import update_bn
 
-from ._callbacks import CyclicSnapshots
+from ._callbacks import CyclicSnapshots, copy_state_dict
 from ._data import torch_seed, validation_split
+from ._schedules import SCHEDULES
+from ._selection import SELECTIONS, WEIGHTINGS
 
 _CALLBACK_NAME = "snapshots"
 
@@ -25,8 +29,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
     Subclasses say which skorch class they wrap (``_net_class``), how to build
     a default net around a module (``_default_net``), which data-dependent
-    module arguments they fill in (``_module_data_kwargs``) and how one member
-    predicts (``_member_predict``).
+    module arguments they fill in, how one member predicts
+    (``_member_predict``) and how members are chosen on validation rows
+    (``_choose_members``).
     """
 
     _parameter_constraints = {
@@ -34,17 +39,26 @@ class BaseSnapshotEnsemble(BaseEstimator):
         "n_snapshots": [Interval(Integral, 1, None, closed="left")],
         "n_members": [None, Interval(Integral, 1, None, closed="left")],
         "min_lr": [Interval(Real, 0, None, closed="left")],
+        "schedule": [StrOptions(set(SCHEDULES)), callable],
+        "selection": [StrOptions(set(SELECTIONS))],
+        "weighting": [StrOptions(set(WEIGHTINGS))],
+        "combine": [StrOptions({"proba", "weights"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
     def __init__(self, net=None, *, n_snapshots=5, n_members=None, min_lr=0.0,
+                 schedule="cosine", selection="last", weighting="uniform", combine="proba",
                  validation_fraction=0.1, random_state=None, verbose=0):
         self.net = net
         self.n_snapshots = n_snapshots
         self.n_members = n_members
         self.min_lr = min_lr
+        self.schedule = schedule
+        self.selection = selection
+        self.weighting = weighting
+        self.combine = combine
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.verbose = verbose
@@ -111,13 +125,18 @@ class BaseSnapshotEnsemble(BaseEstimator):
             raise ValueError(
                 f"n_members={self.n_members} cannot exceed n_snapshots={self.n_snapshots}."
             )
+        if self.selection == "all" and self.n_members is not None:
+            raise ValueError(
+                f"selection='all' uses every snapshot; got n_members={self.n_members}. "
+                "Use selection='last' (or another strategy) to keep fewer."
+            )
         rng = check_random_state(self.random_state)
         strata = stratify if stratify is not None else np.zeros(len(y), dtype=np.int64)
         train, valid = validation_split(strata, self.validation_fraction, rng)
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
 
         net = self._build_net(data_kwargs)
-        collector = CyclicSnapshots(self.n_snapshots, min_lr=self.min_lr)
+        collector = CyclicSnapshots(self.n_snapshots, min_lr=self.min_lr, schedule=self.schedule)
         net.set_params(
             callbacks=list(net.callbacks or []) + [(_CALLBACK_NAME, collector)],
             train_split=predefined_split(Dataset(X[valid], y[valid])) if len(valid) else None,
@@ -129,7 +148,17 @@ class BaseSnapshotEnsemble(BaseEstimator):
             # skorch swallows KeyboardInterrupt inside partial_fit; whatever
             # snapshots were taken until then are kept below.
             net.partial_fit(X[train], y[train])
+            self._keep_snapshots(net)
+            self._select(X[valid], y[valid], X[train])
+        if self.verbose:
+            print(f"{type(self).__name__}: {len(self.snapshots_)} snapshots in "
+                  f"{self.n_iter_} iterations; members {self.members_.tolist()} with "
+                  f"weights {np.round(self.weights_, 3).tolist()}"
+                  + (", averaged into one model." if self.combine == "weights" else "."))
+        return self
 
+    def _keep_snapshots(self, net):
+        """Move the snapshots from the callback to the estimator."""
         collector = dict(net.callbacks_)[_CALLBACK_NAME]
         snapshots = collector.snapshots_
         # The ensemble owns the snapshots; the callback keeps no second reference.
@@ -150,14 +179,57 @@ class BaseSnapshotEnsemble(BaseEstimator):
         self.snapshots_ = snapshots
         self.snapshot_epochs_ = list(collector.snapshot_epochs_)
         self.n_iter_ = collector.iteration_
-        n_members = len(snapshots) if self.n_members is None else min(self.n_members, len(snapshots))
-        self.members_ = np.arange(len(snapshots) - n_members, len(snapshots))
-        self.weights_ = np.full(n_members, 1.0 / n_members)
-        if self.verbose:
-            print(f"{type(self).__name__}: {len(snapshots)} snapshots in "
-                  f"{self.n_iter_} iterations; predicting with members "
-                  f"{self.members_.tolist()}.")
-        return self
+
+    def _select(self, X_valid, y_valid, X_bn):
+        """Choose members and weights on validation rows; average weights if asked.
+
+        Without validation rows the last ``n_members`` snapshots are used with
+        equal weights. ``X_bn`` are the rows that re-estimate BatchNorm
+        statistics of a weight-averaged model.
+        """
+        n_members = self.n_members
+        if n_members is not None and n_members > len(self.snapshots_):
+            n_members = len(self.snapshots_)  # an interrupted fit has fewer snapshots
+        if len(X_valid):
+            outputs = np.stack(list(self._predict_states(X_valid, self.snapshots_)))
+            self.members_, self.weights_ = self._choose_members(outputs, y_valid, n_members)
+        else:
+            if self.selection not in ("last", "all") or self.weighting != "uniform":
+                warnings.warn(
+                    f"selection={self.selection!r} with weighting={self.weighting!r} needs "
+                    "validation rows (validation_fraction > 0, or call select(X, y)); "
+                    "using the last n_members snapshots with equal weights.",
+                    UserWarning,
+                )
+            self._clear_validation_results()
+            k = len(self.snapshots_) if n_members is None else n_members
+            self.members_ = np.arange(len(self.snapshots_) - k, len(self.snapshots_))
+            self.weights_ = np.full(k, 1.0 / k)
+        self.averaged_state_ = self._average_weights(X_bn) if self.combine == "weights" else None
+
+    def _average_weights(self, X_bn):
+        """Stochastic weight averaging of the chosen snapshots into one state.
+
+        Floating-point tensors are averaged with the member weights; BatchNorm
+        statistics are then re-estimated with one pass over ``X_bn``
+        (``torch.optim.swa_utils.update_bn``), since averaged weights do not
+        match any member's statistics.
+        """
+        states = [self.snapshots_[i] for i in self.members_]
+        averaged = OrderedDict()
+        for key, first in states[0].items():
+            if first.is_floating_point():
+                averaged[key] = sum(w * s[key] for w, s in zip(self.weights_.tolist(), states))
+            else:  # integer buffers, e.g. BatchNorm's num_batches_tracked
+                averaged[key] = first.clone()
+        net, module = self.net_, self.net_.module_
+        try:
+            module.load_state_dict(averaged)
+            loader = net.get_iterator(net.get_dataset(X_bn), training=False)
+            update_bn(loader, module, device=net.device)
+            return copy_state_dict(module)
+        finally:
+            module.load_state_dict(self.snapshots_[-1])
 
     def _check_module_output(self, net, X_few):
         """Fail before training when the module's output width is wrong."""
@@ -180,18 +252,23 @@ class BaseSnapshotEnsemble(BaseEstimator):
             )
 
     # -- prediction -----------------------------------------------------------
-    def _iter_member_outputs(self, X, members=None):
-        """Yield each chosen member's prediction for ``X``, one member at a time.
+    def _predict_states(self, X, states):
+        """Yield the prediction for ``X`` of each state dict, one at a time.
 
-        The members take turns in the trained net's module (loaded on its
+        The states take turns in the trained net's module (copied to its
         device); afterwards the module holds the last snapshot again.
         """
-        check_is_fitted(self, "snapshots_")
-        members = self.members_ if members is None else members
         module = self.net_.module_
         try:
-            for index in members:
-                module.load_state_dict(self.snapshots_[index])
+            for state in states:
+                module.load_state_dict(state)
                 yield self._member_predict(X)
         finally:
             module.load_state_dict(self.snapshots_[-1])
+
+    def _combined_states(self):
+        """The states ``predict`` runs and their weights."""
+        check_is_fitted(self, "snapshots_")
+        if self.averaged_state_ is not None:
+            return [self.averaged_state_], np.ones(1)
+        return [self.snapshots_[i] for i in self.members_], self.weights_

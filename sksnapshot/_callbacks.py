@@ -5,7 +5,7 @@ from collections import OrderedDict
 import numpy as np
 from skorch.callbacks import Callback
 
-from ._schedules import cosine_annealing_lr, cycle_boundaries
+from ._schedules import cycle_boundaries, resolve_schedule
 
 __all__ = ["CyclicSnapshots", "copy_state_dict"]
 
@@ -40,9 +40,11 @@ class CyclicSnapshots(Callback):
         Number of cycles, hence of snapshots.
     min_lr : float, default=0.0
         The learning rate every cycle anneals towards.
-    schedule : callable, default=cosine_annealing_lr
+    schedule : {"cosine", "linear"} or callable, default="cosine"
+        "cosine": :func:`~sksnapshot.cosine_annealing_lr`; "linear":
+        :func:`~sksnapshot.linear_cycles_lr` (fast geometric ensembling); or
         ``schedule(t, n_iter, n_cycles, lr, min_lr)`` giving the learning rate
-        of step ``t``; evaluated once, for all steps, when training begins.
+        of the steps ``t``. Evaluated once, for all steps, when training begins.
     event_name : str, default="event_snapshot"
         History column set to True on the epochs in which a snapshot was taken
         (``PrintLog`` shows it as a ``+`` in a ``snapshot`` column).
@@ -57,7 +59,7 @@ class CyclicSnapshots(Callback):
         Optimizer steps taken so far.
     """
 
-    def __init__(self, n_snapshots, min_lr=0.0, schedule=cosine_annealing_lr,
+    def __init__(self, n_snapshots, min_lr=0.0, schedule="cosine",
                  event_name="event_snapshot"):
         self.n_snapshots = n_snapshots
         self.min_lr = min_lr
@@ -98,13 +100,22 @@ class CyclicSnapshots(Callback):
                 f"min_lr={self.min_lr} is above the peak learning rate {too_low[0]} "
                 "of the optimizer; min_lr must not exceed the net's lr."
             )
+        lr_fn, snapshot_fn = resolve_schedule(self.schedule)
         # One precomputed table per parameter group: a lookup per batch, no maths.
         self._lrs = [
-            self.schedule(steps, self.n_iter_, self.n_snapshots, lr=peak, min_lr=self.min_lr)
+            np.asarray(lr_fn(steps, self.n_iter_, self.n_snapshots, lr=peak, min_lr=self.min_lr),
+                       dtype=np.float64)
             for peak in peaks
         ]
-        self._bounds = cycle_boundaries(self.n_iter_, self.n_snapshots)
-        self._cycle_ends = set((self._bounds[1:] - 1).tolist())
+        if self._lrs[0].shape != steps.shape or not np.all(np.isfinite(self._lrs[0])):
+            raise ValueError(
+                f"The schedule must return one finite learning rate per step, got an "
+                f"array of shape {self._lrs[0].shape} for {len(steps)} steps."
+            )
+        ends = snapshot_fn(self.n_iter_, self.n_snapshots)
+        self._cycle_ends = set(ends.tolist())
+        # Cycle k (1-based) ends at its snapshot step, for the history's 'cycle'.
+        self._bounds = np.concatenate([[0], ends + 1])
 
     def on_epoch_begin(self, net, **kwargs):
         self._snapshot_this_epoch = False

@@ -9,6 +9,7 @@ from skorch import NeuralNetClassifier
 
 from ._base import BaseSnapshotEnsemble
 from ._modules import MLPModule
+from ._selection import disagreement_matrix, member_scores, select_members
 
 __all__ = ["SnapshotEnsembleClassifier", "default_classifier_net"]
 
@@ -50,6 +51,15 @@ def default_classifier_net(module=MLPModule):
     )
 
 
+def _normalise(proba):
+    """Rows summing to 1 in float64.
+
+    float32 softmax rows sum to 1 only to ~1e-7; consumers such as sklearn's
+    log_loss check to a tighter tolerance.
+    """
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
 class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     """Snapshot ensemble of a skorch classifier: train 1, get M for free.
 
@@ -81,9 +91,39 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         ``max_epochs * batches_per_epoch`` optimizer steps are split into M
         cycles of equal length (to within one step).
     n_members : int, default=None
-        Predict with the last ``n_members`` snapshots; None uses all of them.
+        How many snapshots to predict with. For ``selection="last"`` the last
+        ``n_members`` (None: all); for "diverse" exactly ``n_members`` and for
+        "greedy" at most ``n_members`` distinct ones (None: as many as lower the
+        validation log-loss); must be None for "all".
     min_lr : float, default=0.0
         The learning rate every cycle anneals towards.
+    schedule : {"cosine", "linear"} or callable, default="cosine"
+        The learning rate of every training step. "cosine": cosine annealing
+        with warm restarts over ``n_snapshots`` equal cycles, a snapshot at the
+        end of each (:func:`~sksnapshot.cosine_annealing_lr`). "linear": fast
+        geometric ensembling (Garipov et al., 2018): a linear decay over the
+        first half of the budget, then ``n_snapshots`` short triangular cycles,
+        a snapshot at each low point (:func:`~sksnapshot.linear_cycles_lr`). A
+        callable ``schedule(t, n_iter, n_cycles, lr, min_lr)`` returns the
+        learning rates of the steps ``t`` (an array); snapshots are then taken
+        at the ends of ``n_snapshots`` equal cycles.
+    selection : {"last", "diverse", "greedy", "all"}, default="last"
+        How members are chosen on the validation rows. "last": the last
+        ``n_members`` snapshots (Huang et al.); "diverse": accurate snapshots
+        that disagree with each other
+        (:func:`~sksnapshot.select_diverse`); "greedy": forward
+        selection with replacement that lowers the validation log-loss of the
+        average (Caruana et al., 2004); "all": every snapshot. Without
+        validation rows, "last" is used.
+    weighting : {"uniform", "optimize"}, default="uniform"
+        "optimize" weights the chosen members to minimise the validation
+        log-loss of their weighted average (weights on the simplex).
+        "uniform" gives equal weights ("greedy": its selection counts).
+    combine : {"proba", "weights"}, default="proba"
+        "proba" averages the members' predicted probabilities. "weights"
+        averages the members' weights into one model (stochastic weight
+        averaging, Izmailov et al., 2018) and re-estimates its BatchNorm
+        statistics on the training rows, so predicting costs one forward pass.
     validation_fraction : float in [0, 1), default=0.1
         Share of the training rows held out (stratified) and given to skorch as
         its validation set, so ``valid_loss`` and ``valid_acc`` appear in the
@@ -115,9 +155,17 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     snapshot_epochs_ : list of int
         The (1-based) epoch in which each snapshot was taken.
     members_ : ndarray of int
-        Indices into ``snapshots_`` of the members ``predict_proba`` averages.
+        Indices into ``snapshots_`` of the chosen members, ascending.
     weights_ : ndarray of float
-        The weight of each member (uniform).
+        The weight of each member, summing to 1.
+    validation_scores_ : dict or None
+        ``"accuracy"`` and ``"log_loss"`` of every snapshot on the validation
+        rows (arrays of length ``len(snapshots_)``); None without them.
+    disagreement_ : ndarray of shape (n_snapshots, n_snapshots) or None
+        Fraction of validation rows on which two snapshots predict different
+        labels; None without validation rows.
+    averaged_state_ : OrderedDict or None
+        With ``combine="weights"``, the averaged model's state (CPU tensors).
     n_iter_ : int
         Optimizer steps taken.
 
@@ -194,10 +242,86 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     def _member_predict(self, X):
         return self.net_.predict_proba(X)
 
+    def _choose_members(self, probas, y, n_members):
+        self.validation_scores_ = member_scores(probas, y)
+        self.disagreement_ = disagreement_matrix(probas)
+        return select_members(probas, y, self.selection, n_members, self.weighting)
+
+    def _clear_validation_results(self):
+        self.validation_scores_ = None
+        self.disagreement_ = None
+
     def _validate_X_predict(self, X):
         check_is_fitted(self, "snapshots_")
         X = validate_data(self, X, dtype=np.float32, reset=False)
         return np.require(X, requirements=["C", "W"])
+
+    def _encode_labels(self, y):
+        """Map labels to indices of ``classes_``; unseen labels are an error."""
+        y = np.asarray(y)
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if len(unknown):
+            raise ValueError(
+                f"y contains labels not seen during fit: {unknown.tolist()}; "
+                f"known classes: {self.classes_.tolist()}."
+            )
+        return np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def select(self, X, y):
+        """Choose members and weights again on new labelled rows, without training.
+
+        Applies the current ``selection``, ``n_members``, ``weighting`` and
+        ``combine`` (change them with ``set_params`` first) to the snapshots
+        of the last ``fit``, scored on ``X, y``: e.g. a held-out set of your
+        own. With ``combine="weights"``, BatchNorm statistics of the averaged
+        model are re-estimated on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Labelled rows to choose on (not training rows, or the choice
+            favours over-fitted snapshots).
+        y : array-like of shape (n_samples,)
+            Their labels, all among ``classes_``.
+
+        Returns
+        -------
+        self : SnapshotEnsembleClassifier
+            With new ``members_``, ``weights_``, ``validation_scores_``,
+            ``disagreement_`` and ``averaged_state_``.
+        """
+        X = self._validate_X_predict(X)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels.")
+        self._validate_params()
+        if self.selection == "all" and self.n_members is not None:
+            raise ValueError("selection='all' uses every snapshot; set n_members=None.")
+        self._select(X, self._encode_labels(y), X)
+        return self
+
+    def staged_predict_proba(self, X):
+        """Yield the ensemble's probabilities as members are added, oldest first.
+
+        Stage ``k`` is the weighted average (weights renormalised) of the first
+        ``k`` members in ``members_``: the curve "quality vs number of
+        members". It averages probabilities also when ``combine="weights"``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to predict.
+
+        Yields
+        ------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        X = self._validate_X_predict(X)
+        states = [self.snapshots_[i] for i in self.members_]
+        total, weight = 0.0, 0.0
+        for w, proba in zip(self.weights_, self._predict_states(X, states)):
+            total = total + w * proba.astype(np.float64)
+            weight += w
+            yield _normalise(total / weight)
 
     def predict_proba(self, X):
         """Average the members' class probabilities.
@@ -214,11 +338,9 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
             ``classes_``.
         """
         X = self._validate_X_predict(X)
-        probas = np.stack(list(self._iter_member_outputs(X))).astype(np.float64)
-        proba = np.average(probas, axis=0, weights=self.weights_)
-        # float32 softmax rows sum to 1 only to ~1e-7; consumers such as
-        # sklearn's log_loss check to a tighter tolerance.
-        return proba / proba.sum(axis=1, keepdims=True)
+        states, weights = self._combined_states()
+        probas = np.stack(list(self._predict_states(X, states))).astype(np.float64)
+        return _normalise(np.average(probas, axis=0, weights=weights))
 
     def predict(self, X):
         """Predict the class labels of ``X`` (argmax of :meth:`predict_proba`).

@@ -8,7 +8,14 @@ import math
 
 import numpy as np
 
-__all__ = ["cycle_boundaries", "snapshot_iterations", "cosine_annealing_lr"]
+__all__ = [
+    "cosine_annealing_lr",
+    "cycle_boundaries",
+    "linear_cycles_lr",
+    "linear_snapshot_iterations",
+    "resolve_schedule",
+    "snapshot_iterations",
+]
 
 
 def _round_half_up(x):
@@ -107,3 +114,105 @@ def cosine_annealing_lr(t, n_iter, n_cycles, lr, min_lr=0.0):
     length = bounds[cycle + 1] - start
     out = min_lr + (lr - min_lr) / 2.0 * (1.0 + np.cos(np.pi * (t_arr - start) / length))
     return float(out) if out.ndim == 0 else out
+
+
+def linear_cycles_lr(t, n_iter, n_cycles, lr, min_lr=0.0, warmup=0.5, cycle_peak=0.5):
+    """Fast geometric ensembling's schedule (Garipov et al., 2018).
+
+    The first ``warmup`` share of the budget trains the net: the learning rate
+    falls linearly from ``lr`` to ``min_lr``. The rest is split into
+    ``n_cycles`` short triangular cycles between ``min_lr`` and
+    ``cycle_peak * lr``: up during the first half of a cycle, down during the
+    second, so that every cycle ends at its low point, where the snapshot is
+    taken (see :func:`linear_snapshot_iterations`).
+
+    Parameters
+    ----------
+    t : int or array-like of int
+        Training iteration(s), ``0 <= t < n_iter``.
+    n_iter : int
+        Total number of training iterations.
+    n_cycles : int
+        Number of short cycles (snapshots) after the warm-up.
+    lr : float
+        Peak learning rate of the warm-up.
+    min_lr : float, default=0.0
+        The low learning rate of the cycles and the end of the warm-up.
+    warmup : float in [0, 1), default=0.5
+        Share of the iterations spent in the warm-up.
+    cycle_peak : float in (0, 1], default=0.5
+        The cycles' high learning rate, as a share of ``lr``.
+
+    Returns
+    -------
+    lr_t : float or ndarray
+
+    Examples
+    --------
+    >>> linear_cycles_lr(range(8), 8, 2, lr=1.0, warmup=0.5).round(3).tolist()
+    [1.0, 0.667, 0.333, 0.0, 0.5, 0.0, 0.5, 0.0]
+    """
+    n_warmup, bounds = _linear_plan(n_iter, n_cycles, warmup)
+    t_arr = np.asarray(t, dtype=np.int64)
+    if np.any(t_arr < 0) or np.any(t_arr >= n_iter):
+        raise ValueError(f"Iterations must lie in [0, {n_iter}), got {t}.")
+    high = min_lr + cycle_peak * (lr - min_lr)
+    # Warm-up: linear from lr (first step) to min_lr (last step).
+    ramp = np.clip(t_arr / max(n_warmup - 1, 1), 0.0, 1.0)
+    warm = lr + (min_lr - lr) * ramp
+    # Cycles: position u in (0, 1]; the triangle peaks at u = 1/2, ends at min_lr.
+    s = np.clip(t_arr - n_warmup, 0, None)
+    cycle = np.clip(np.searchsorted(bounds, s, side="right") - 1, 0, n_cycles - 1)
+    u = (s - bounds[cycle] + 1) / (bounds[cycle + 1] - bounds[cycle])
+    cyc = min_lr + (high - min_lr) * (1.0 - np.abs(2.0 * u - 1.0))
+    out = np.where(t_arr < n_warmup, warm, cyc)
+    return float(out) if out.ndim == 0 else out
+
+
+def _linear_plan(n_iter, n_cycles, warmup):
+    """Warm-up length and the cycle boundaries of the remaining iterations."""
+    if not 0 <= warmup < 1:
+        raise ValueError(f"warmup must lie in [0, 1), got {warmup}.")
+    n_warmup = _round_half_up(warmup * n_iter)
+    if n_iter - n_warmup < n_cycles:
+        raise ValueError(
+            f"After a warm-up of {n_warmup} iterations, {n_iter - n_warmup} remain: "
+            f"too few for {n_cycles} cycles. Train for more epochs or ask for fewer "
+            "snapshots."
+        )
+    return n_warmup, cycle_boundaries(n_iter - n_warmup, n_cycles)
+
+
+def linear_snapshot_iterations(n_iter, n_cycles, warmup=0.5):
+    """The low points of :func:`linear_cycles_lr`: the last step of each cycle.
+
+    Examples
+    --------
+    >>> linear_snapshot_iterations(8, 2).tolist()
+    [5, 7]
+    """
+    n_warmup, bounds = _linear_plan(n_iter, n_cycles, warmup)
+    return n_warmup + bounds[1:] - 1
+
+
+SCHEDULES = {
+    "cosine": (cosine_annealing_lr, snapshot_iterations),
+    "linear": (linear_cycles_lr, linear_snapshot_iterations),
+}
+
+
+def resolve_schedule(schedule):
+    """Return ``(lr_fn, snapshot_fn)`` for a schedule name or a user callable.
+
+    A callable ``schedule(t, n_iter, n_cycles, lr, min_lr)`` gives the learning
+    rate of the steps ``t`` (an array); its snapshots are taken at the ends of
+    ``n_cycles`` equal cycles, as for the cosine schedule.
+    """
+    if callable(schedule):
+        return schedule, snapshot_iterations
+    try:
+        return SCHEDULES[schedule]
+    except KeyError:
+        raise ValueError(
+            f"schedule must be one of {sorted(SCHEDULES)} or a callable, got {schedule!r}."
+        ) from None

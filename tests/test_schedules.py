@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from sksnapshot import cosine_annealing_lr, cycle_boundaries, snapshot_iterations
+from sksnapshot._schedules import linear_cycles_lr, linear_snapshot_iterations, resolve_schedule
 
 
 @pytest.mark.parametrize("n_iter, n_cycles", [(10, 3), (100, 5), (21, 4), (7, 7), (1000, 9), (5, 1)])
@@ -49,3 +50,35 @@ def test_cosine_scalar_and_range_checks():
     assert isinstance(cosine_annealing_lr(3, 10, 2, lr=1.0), float)
     with pytest.raises(ValueError, match="Iterations must lie in"):
         cosine_annealing_lr(10, 10, 2, lr=1.0)
+
+
+def test_linear_schedule_warms_up_then_cycles_between_two_rates():
+    n_iter, n_cycles, lr, min_lr = 40, 4, 0.2, 0.001
+    lrs = linear_cycles_lr(np.arange(n_iter), n_iter, n_cycles, lr=lr, min_lr=min_lr)
+    assert lrs[0] == pytest.approx(lr) and lrs[19] == pytest.approx(min_lr)
+    assert np.all(np.diff(lrs[:20]) < 0)  # the warm-up decays linearly
+    np.testing.assert_allclose(np.diff(lrs[:20], 2), 0, atol=1e-12)
+    ends = linear_snapshot_iterations(n_iter, n_cycles)
+    assert ends.tolist() == [24, 29, 34, 39]
+    np.testing.assert_allclose(lrs[ends], min_lr)  # a snapshot at every low point
+    high = min_lr + 0.5 * (lr - min_lr)
+    for start in (20, 25, 30, 35):
+        cycle = lrs[start:start + 5]
+        assert cycle.max() <= high + 1e-12 and cycle.max() > min_lr
+        assert cycle.argmax() not in (0, 4)
+
+
+def test_linear_schedule_needs_room_for_its_cycles():
+    with pytest.raises(ValueError, match="too few for 6 cycles"):
+        linear_snapshot_iterations(10, 6)
+    with pytest.raises(ValueError, match="warmup must lie in"):
+        linear_cycles_lr(0, 10, 2, lr=0.1, warmup=1.0)
+
+
+def test_resolve_schedule():
+    assert resolve_schedule("cosine") == (cosine_annealing_lr, snapshot_iterations)
+    assert resolve_schedule("linear") == (linear_cycles_lr, linear_snapshot_iterations)
+    custom = lambda t, n_iter, n_cycles, lr, min_lr: np.full(len(t), lr)  # noqa: E731
+    assert resolve_schedule(custom) == (custom, snapshot_iterations)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        resolve_schedule("step")
