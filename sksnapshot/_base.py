@@ -49,7 +49,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
     }
 
     def __init__(self, net=None, *, n_snapshots=5, n_members=None, min_lr=0.0,
-                 schedule="cosine", selection="last", weighting="uniform", combine="proba",
+                 schedule="cosine", selection="all", weighting="optimize", combine="proba",
                  validation_fraction=0.1, random_state=None, verbose=0):
         self.net = net
         self.n_snapshots = n_snapshots

@@ -29,6 +29,10 @@ from .conftest import tiny_net
 def fit(X, y, net=None, **kwargs):
     kwargs.setdefault("random_state", 0)
     kwargs.setdefault("n_snapshots", 3)
+    # The paper's ensemble (every snapshot or the last n_members, equal
+    # weights) keeps these tests about training; test_members.py covers the rest.
+    kwargs.setdefault("selection", "last")
+    kwargs.setdefault("weighting", "uniform")
     return SnapshotEnsembleClassifier(tiny_net() if net is None else net, **kwargs).fit(X, y)
 
 

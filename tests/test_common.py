@@ -8,7 +8,8 @@ from .conftest import tiny_net
 
 ESTIMATORS = [
     SnapshotEnsembleClassifier(),
-    SnapshotEnsembleClassifier(tiny_net(max_epochs=20), n_snapshots=2, validation_fraction=0.0),
+    SnapshotEnsembleClassifier(tiny_net(max_epochs=20), n_snapshots=2, validation_fraction=0.0,
+                               selection="last", weighting="uniform"),
 ]
 
 
