@@ -22,6 +22,14 @@ def _round_half_up(x):
     return int(math.floor(x + 0.5))
 
 
+def _check_steps(t, n_iter):
+    """The steps ``t`` as an int64 array, each in ``[0, n_iter)``."""
+    t_arr = np.asarray(t, dtype=np.int64)
+    if np.any(t_arr < 0) or np.any(t_arr >= n_iter):
+        raise ValueError(f"Iterations must lie in [0, {n_iter}), got {t}.")
+    return t_arr
+
+
 def cycle_boundaries(n_iter, n_cycles):
     """Return the ``n_cycles + 1`` iteration boundaries of equal cycles.
 
@@ -106,9 +114,7 @@ def cosine_annealing_lr(t, n_iter, n_cycles, lr, min_lr=0.0):
     [1.0, 0.5, 1.0, 0.5]
     """
     bounds = cycle_boundaries(n_iter, n_cycles)
-    t_arr = np.asarray(t, dtype=np.int64)
-    if np.any(t_arr < 0) or np.any(t_arr >= n_iter):
-        raise ValueError(f"Iterations must lie in [0, {n_iter}), got {t}.")
+    t_arr = _check_steps(t, n_iter)
     cycle = np.searchsorted(bounds, t_arr, side="right") - 1
     start = bounds[cycle]
     length = bounds[cycle + 1] - start
@@ -153,9 +159,7 @@ def linear_cycles_lr(t, n_iter, n_cycles, lr, min_lr=0.0, warmup=0.5, cycle_peak
     [1.0, 0.667, 0.333, 0.0, 0.5, 0.0, 0.5, 0.0]
     """
     n_warmup, bounds = _linear_plan(n_iter, n_cycles, warmup)
-    t_arr = np.asarray(t, dtype=np.int64)
-    if np.any(t_arr < 0) or np.any(t_arr >= n_iter):
-        raise ValueError(f"Iterations must lie in [0, {n_iter}), got {t}.")
+    t_arr = _check_steps(t, n_iter)
     high = min_lr + cycle_peak * (lr - min_lr)
     # Warm-up: linear from lr (first step) to min_lr (last step).
     ramp = np.clip(t_arr / max(n_warmup - 1, 1), 0.0, 1.0)
