@@ -1,6 +1,8 @@
 """Training and member bookkeeping shared by the snapshot-ensemble estimators."""
 
 import inspect
+import json
+import os
 import warnings
 from collections import OrderedDict
 from numbers import Integral, Real
@@ -14,9 +16,11 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import LRScheduler
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
+from skorch.history import History
 from torch.optim.swa_utils import update_bn
 
 from ._callbacks import CyclicSnapshots, copy_state_dict
+from ._checkpoint import CheckpointDir, fingerprint
 from ._data import torch_seed, validation_split
 from ._schedules import SCHEDULES
 from ._selection import SELECTIONS, WEIGHTINGS
@@ -44,13 +48,14 @@ class BaseSnapshotEnsemble(BaseEstimator):
         "weighting": [StrOptions(set(WEIGHTINGS))],
         "combine": [StrOptions({"proba", "weights"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "checkpoint_dir": [None, str, os.PathLike],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
     def __init__(self, net=None, *, n_snapshots=5, n_members=None, min_lr=0.0,
                  schedule="cosine", selection="all", weighting="optimize", combine="proba",
-                 validation_fraction=0.1, random_state=None, verbose=0):
+                 validation_fraction=0.1, checkpoint_dir=None, random_state=None, verbose=0):
         self.net = net
         self.n_snapshots = n_snapshots
         self.n_members = n_members
@@ -60,6 +65,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         self.weighting = weighting
         self.combine = combine
         self.validation_fraction = validation_fraction
+        self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
 
@@ -136,7 +142,18 @@ class BaseSnapshotEnsemble(BaseEstimator):
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
 
         net = self._build_net(data_kwargs)
-        collector = CyclicSnapshots(self.n_snapshots, min_lr=self.min_lr, schedule=self.schedule)
+        checkpoint = progress = None
+        if self.checkpoint_dir is not None:
+            digest = fingerprint(X, y, self.get_params(deep=False), net)
+            checkpoint = CheckpointDir(self.checkpoint_dir, digest,
+                                       extra={"train": torch.as_tensor(train),
+                                              "valid": torch.as_tensor(valid)})
+            progress = checkpoint.load()
+            if progress is not None:  # the split of the run being resumed
+                train, valid = progress["train"].numpy(), progress["valid"].numpy()
+                checkpoint.extra = {"train": progress["train"], "valid": progress["valid"]}
+        collector = CyclicSnapshots(self.n_snapshots, min_lr=self.min_lr, schedule=self.schedule,
+                                    checkpoint=checkpoint)
         net.set_params(
             callbacks=list(net.callbacks or []) + [(_CALLBACK_NAME, collector)],
             train_split=predefined_split(Dataset(X[valid], y[valid])) if len(valid) else None,
@@ -145,9 +162,12 @@ class BaseSnapshotEnsemble(BaseEstimator):
         with torch_seed(seed):
             net.initialize()
             self._check_module_output(net, X[:2])
+            epochs = net.max_epochs
+            if progress is not None:
+                epochs -= self._resume(net, collector, progress)
             # skorch swallows KeyboardInterrupt inside partial_fit; whatever
             # snapshots were taken until then are kept below.
-            net.partial_fit(X[train], y[train])
+            net.partial_fit(X[train], y[train], epochs=epochs)
             self._keep_snapshots(net)
             self._select(X[valid], y[valid], X[train])
         if self.verbose:
@@ -157,18 +177,39 @@ class BaseSnapshotEnsemble(BaseEstimator):
                   + (", averaged into one model." if self.combine == "weights" else "."))
         return self
 
+    @staticmethod
+    def _resume(net, collector, progress):
+        """Put a fresh net back in the state of the checkpoint; return epochs done."""
+        net.module_.load_state_dict(progress["module"])
+        net.optimizer_.load_state_dict(progress["optimizer"])
+        net.history = History(json.loads(progress["history"]))
+        collector.restore(progress["callback"], progress["snapshots"])
+        torch.set_rng_state(progress["rng"])
+        if progress["cuda_rng"]:
+            torch.cuda.set_rng_state_all(progress["cuda_rng"])
+        return progress["epochs_done"]
+
     def _keep_snapshots(self, net):
         """Move the snapshots from the callback to the estimator."""
         collector = dict(net.callbacks_)[_CALLBACK_NAME]
         snapshots = collector.snapshots_
-        # The ensemble owns the snapshots; the callback keeps no second reference.
+        # The ensemble owns the snapshots; the callback keeps no second copy
+        # (nor the initial weights it kept for the divergence guard).
         collector.snapshots_ = []
+        collector._initial_state = None
+        interrupted = collector.iteration_ < collector.n_iter_
         if not snapshots:
+            if not interrupted and collector.divergences_:
+                raise RuntimeError(
+                    f"Every learning-rate cycle diverged ({len(collector.divergences_)} "
+                    "divergences; see the warnings), so no usable snapshot was taken. "
+                    "Lower the net's lr, standardise the features or check the data."
+                )
             raise RuntimeError(
                 "Training stopped before the first learning-rate cycle ended, so no "
                 "snapshot was taken and there is no ensemble to return."
             )
-        if len(snapshots) < self.n_snapshots:
+        if interrupted:
             warnings.warn(
                 f"Training stopped after {len(snapshots)} of {self.n_snapshots} "
                 f"cycles (iteration {collector.iteration_} of {collector.n_iter_}); "
@@ -178,6 +219,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         self.net_ = net
         self.snapshots_ = snapshots
         self.snapshot_epochs_ = list(collector.snapshot_epochs_)
+        self.divergences_ = list(collector.divergences_)
         self.n_iter_ = collector.iteration_
 
     def _select(self, X_valid, y_valid, X_bn):

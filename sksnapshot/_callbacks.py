@@ -1,8 +1,11 @@
 """skorch callbacks that drive the cyclic learning rate and take the snapshots."""
 
+import math
+import warnings
 from collections import OrderedDict
 
 import numpy as np
+import torch
 from skorch.callbacks import Callback
 
 from ._schedules import cycle_boundaries, resolve_schedule
@@ -20,6 +23,11 @@ def copy_state_dict(module):
         (key, value.detach().to("cpu", copy=True))
         for key, value in module.state_dict().items()
     )
+
+
+def _all_finite(module):
+    return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values()
+               if t.is_floating_point())
 
 
 class CyclicSnapshots(Callback):
@@ -48,6 +56,18 @@ class CyclicSnapshots(Callback):
     event_name : str, default="event_snapshot"
         History column set to True on the epochs in which a snapshot was taken
         (``PrintLog`` shows it as a ``+`` in a ``snapshot`` column).
+    divergence_factor : float or None, default=10.0
+        A training loss that is not finite, or above ``divergence_factor``
+        times the loss of the first training batch, and a validation loss
+        above that bound, mean the cycle diverged: its snapshot is dropped, the
+        last good weights (the previous snapshot, else the initial weights) are
+        restored, the optimizer's state is reset, and the peak learning rate of
+        the rest of training is halved. None turns the guard off.
+    checkpoint : object or None, default=None
+        Something with ``save_snapshot(index, state)`` and
+        ``save_progress(net, callback)`` methods (see
+        :class:`~sksnapshot._checkpoint.CheckpointDir`), called when a snapshot
+        is taken and at the end of every epoch.
 
     Attributes
     ----------
@@ -57,23 +77,49 @@ class CyclicSnapshots(Callback):
         Optimizer steps planned for the whole training run.
     iteration_ : int
         Optimizer steps taken so far.
+    divergences_ : list of dict
+        One entry per detected divergence: iteration, cycle, loss, old and new
+        peak-learning-rate factor.
     """
 
     def __init__(self, n_snapshots, min_lr=0.0, schedule="cosine",
-                 event_name="event_snapshot"):
+                 event_name="event_snapshot", divergence_factor=10.0, checkpoint=None):
         self.n_snapshots = n_snapshots
         self.min_lr = min_lr
         self.schedule = schedule
         self.event_name = event_name
+        self.divergence_factor = divergence_factor
+        self.checkpoint = checkpoint
 
     def initialize(self):
         self.snapshots_ = []
         self.snapshot_epochs_ = []
+        self.divergences_ = []
         self.iteration_ = 0
         self.n_iter_ = None
-        self._lrs = None
+        # Training state that a resumed fit must get back (see progress_state).
+        self._peaks = None
+        self._lr_scale = 1.0
+        self._reference_loss = None
+        self._drop_cycle = False
+        self._initial_state = None
         return self
 
+    # -- resuming -----------------------------------------------------------
+    _PROGRESS = ("iteration_", "snapshot_epochs_", "divergences_", "_peaks", "_lr_scale",
+                 "_reference_loss", "_drop_cycle")
+
+    def progress_state(self):
+        """What a resumed fit needs, besides the net's own state and the snapshots."""
+        return {name: getattr(self, name) for name in self._PROGRESS}
+
+    def restore(self, progress, snapshots):
+        """Continue from ``progress_state()`` and the snapshots saved with it."""
+        for name in self._PROGRESS:
+            setattr(self, name, progress[name])
+        self.snapshots_ = list(snapshots)
+
+    # -- planning -----------------------------------------------------------
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         dataset = net.get_dataset(X, y)
         try:
@@ -92,33 +138,42 @@ class CyclicSnapshots(Callback):
                 f"batches per epoch gives only {self.n_iter_}. Train for more "
                 "epochs, use a smaller batch size or ask for fewer snapshots."
             )
-        steps = np.arange(self.n_iter_)
-        peaks = [group["lr"] for group in net.optimizer_.param_groups]
-        too_low = [lr for lr in peaks if lr < self.min_lr]
+        if self._peaks is None:  # a resumed fit keeps the peaks it planned with
+            self._peaks = [group["lr"] for group in net.optimizer_.param_groups]
+        too_low = [lr for lr in self._peaks if lr < self.min_lr]
         if too_low:
             raise ValueError(
                 f"min_lr={self.min_lr} is above the peak learning rate {too_low[0]} "
                 "of the optimizer; min_lr must not exceed the net's lr."
             )
-        lr_fn, snapshot_fn = resolve_schedule(self.schedule)
-        # One precomputed table per parameter group: a lookup per batch, no maths.
-        self._lrs = [
-            np.asarray(lr_fn(steps, self.n_iter_, self.n_snapshots, lr=peak, min_lr=self.min_lr),
-                       dtype=np.float64)
-            for peak in peaks
-        ]
-        if self._lrs[0].shape != steps.shape or not np.all(np.isfinite(self._lrs[0])):
-            raise ValueError(
-                f"The schedule must return one finite learning rate per step, got an "
-                f"array of shape {self._lrs[0].shape} for {len(steps)} steps."
-            )
-        ends = snapshot_fn(self.n_iter_, self.n_snapshots)
+        self._plan_lrs()
+        ends = resolve_schedule(self.schedule)[1](self.n_iter_, self.n_snapshots)
         self._cycle_ends = set(ends.tolist())
         # Cycle k (1-based) ends at its snapshot step, for the history's 'cycle'.
         self._bounds = np.concatenate([[0], ends + 1])
+        if not self.snapshots_:
+            self._initial_state = copy_state_dict(net.module_)
 
+    def _plan_lrs(self):
+        """One learning-rate table per parameter group: a lookup per batch, no maths."""
+        lr_fn = resolve_schedule(self.schedule)[0]
+        steps = np.arange(self.n_iter_)
+        self._lrs = []
+        for peak in self._peaks:
+            peak = self.min_lr + (peak - self.min_lr) * self._lr_scale
+            lrs = np.asarray(lr_fn(steps, self.n_iter_, self.n_snapshots, lr=peak,
+                                   min_lr=self.min_lr), dtype=np.float64)
+            if lrs.shape != steps.shape or not np.all(np.isfinite(lrs)):
+                raise ValueError(
+                    f"The schedule must return one finite learning rate per step, got "
+                    f"an array of shape {lrs.shape} for {len(steps)} steps."
+                )
+            self._lrs.append(lrs)
+
+    # -- training -----------------------------------------------------------
     def on_epoch_begin(self, net, **kwargs):
         self._snapshot_this_epoch = False
+        self._diverged_this_epoch = False
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if not training:
@@ -129,18 +184,83 @@ class CyclicSnapshots(Callback):
             group["lr"] = float(lrs[t])
         net.history.record_batch("lr", float(self._lrs[0][t]))
 
-    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
         if not training:
             return
+        loss = float(loss.detach()) if loss is not None else math.nan
+        if self._reference_loss is None:
+            self._reference_loss = loss
+        if self._is_divergent(loss):
+            self._recover(net, self.iteration_, f"training loss {loss:.4g}")
         if self.iteration_ in self._cycle_ends:
-            self.snapshots_.append(copy_state_dict(net.module_))
-            self.snapshot_epochs_.append(len(net.history))
-            self._snapshot_this_epoch = True
+            if not self._drop_cycle and not _all_finite(net.module_):
+                # The last step can blow the weights up even after a finite loss.
+                self._recover(net, self.iteration_, "non-finite weights")
+            if self._drop_cycle:
+                self._drop_cycle = False  # the next cycle starts from good weights
+            else:
+                self.snapshots_.append(copy_state_dict(net.module_))
+                self.snapshot_epochs_.append(len(net.history))
+                self._snapshot_this_epoch = True
+                if self.checkpoint is not None:
+                    self.checkpoint.save_snapshot(len(self.snapshots_) - 1, self.snapshots_[-1])
         self.iteration_ += 1
 
     def on_epoch_end(self, net, **kwargs):
+        valid_loss = net.history[-1].get("valid_loss")
+        if valid_loss is not None and self._is_divergent(valid_loss):
+            popped = self._snapshot_this_epoch
+            if popped:
+                # Taken from weights whose validation loss exploded: not a member.
+                # The cycle after it restarts from the restored weights below.
+                self.snapshots_.pop()
+                self.snapshot_epochs_.pop()
+                self._snapshot_this_epoch = False
+            self._recover(net, self.iteration_ - 1, f"validation loss {valid_loss:.4g}",
+                          drop_cycle=not popped)
         last = max(min(self.iteration_, self.n_iter_) - 1, 0)
         net.history.record("lr", float(self._lrs[0][last]))
         # 1-based cycle of the epoch's last step, as the user counts them.
         net.history.record("cycle", int(np.searchsorted(self._bounds, last, side="right")))
         net.history.record(self.event_name, self._snapshot_this_epoch)
+        net.history.record("event_diverged", self._diverged_this_epoch)
+        if self.checkpoint is not None:
+            self.checkpoint.save_progress(net, self)
+
+    # -- the divergence guard ------------------------------------------------
+    def _is_divergent(self, loss):
+        if self.divergence_factor is None:
+            return False
+        if not math.isfinite(loss):
+            return True
+        return (self._reference_loss is not None and math.isfinite(self._reference_loss)
+                and loss > self.divergence_factor * abs(self._reference_loss))
+
+    def _recover(self, net, step, what, drop_cycle=True):
+        """Restore the last good weights and halve the peak learning rate.
+
+        ``step`` is the step at which the divergence showed; ``drop_cycle``
+        says whether the snapshot of the cycle in progress must be dropped.
+        """
+        good = self.snapshots_[-1] if self.snapshots_ else self._initial_state
+        net.module_.load_state_dict(good)
+        # Momentum and Adam moments carry the divergence (often as NaN).
+        net.optimizer_.state.clear()
+        old = self._lr_scale
+        self._lr_scale = old / 2
+        self._plan_lrs()
+        self._drop_cycle = self._drop_cycle or drop_cycle
+        self._diverged_this_epoch = True
+        cycle = int(np.searchsorted(self._bounds, min(step, self.n_iter_ - 1), side="right"))
+        self.divergences_.append({"iteration": int(step), "cycle": cycle,
+                                  "loss": what, "lr_scale_before": old,
+                                  "lr_scale_after": self._lr_scale})
+        peak = self._peaks[0]
+        warnings.warn(
+            f"Cycle {cycle} diverged at iteration {step} ({what}). Restored the weights of "
+            f"{'snapshot ' + str(len(self.snapshots_)) if self.snapshots_ else 'the initialisation'}, "
+            f"dropped cycle {cycle}'s snapshot and lowered the peak learning rate from "
+            f"{self.min_lr + (peak - self.min_lr) * old:.4g} to "
+            f"{self.min_lr + (peak - self.min_lr) * self._lr_scale:.4g} for the rest of training.",
+            RuntimeWarning,
+        )

@@ -52,7 +52,7 @@ def default_classifier_net(module=MLPModule):
 
 
 def _normalise(proba):
-    """Rows summing to 1 in float64.
+    """Rows summing to 1 in float64 (NaN rows stay NaN, for the caller to refuse).
 
     float32 softmax rows sum to 1 only to ~1e-7; consumers such as sklearn's
     log_loss check to a tighter tolerance.
@@ -326,7 +326,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         for w, proba in zip(self.weights_, self._predict_states(X, states)):
             total = total + w * proba.astype(np.float64)
             weight += w
-            yield _normalise(total / weight)
+            yield self._check_finite(_normalise(total / weight))
 
     def predict_proba(self, X):
         """Average the members' class probabilities.
@@ -345,7 +345,18 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         X = self._validate_X_predict(X)
         states, weights = self._combined_states()
         probas = np.stack(list(self._predict_states(X, states))).astype(np.float64)
-        return _normalise(np.average(probas, axis=0, weights=weights))
+        return self._check_finite(_normalise(np.average(probas, axis=0, weights=weights)))
+
+    def _check_finite(self, proba):
+        """Never hand out NaN: name the rows instead."""
+        bad = ~np.all(np.isfinite(proba), axis=1)
+        if bad.any():
+            raise ValueError(
+                f"The members' probabilities are not finite for {bad.sum()} rows "
+                f"(first: {np.flatnonzero(bad)[:5].tolist()}); these inputs overflow the "
+                "module (scale the features as for training)."
+            )
+        return proba
 
     def predict(self, X):
         """Predict the class labels of ``X`` (argmax of :meth:`predict_proba`).
