@@ -4,9 +4,12 @@ Train one net with a cyclic learning rate, keep a snapshot of its weights at
 the end of every cycle, and predict with the average of the snapshots.
 """
 
-from ._callbacks import CyclicSnapshots
+__version__ = "0.1.0.dev0"
+
+from ._callbacks import CyclicSnapshots  # noqa: E402 (the version comes first)
 from ._classifier import SnapshotEnsembleClassifier, default_classifier_net
 from ._modules import MLPModule
+from ._persistence import load_ensemble, save_ensemble
 from ._schedules import (
     cosine_annealing_lr,
     cycle_boundaries,
@@ -23,8 +26,6 @@ from ._selection import (
     select_members,
 )
 
-__version__ = "0.1.0.dev0"
-
 __all__ = [
     "CyclicSnapshots",
     "MLPModule",
@@ -35,8 +36,10 @@ __all__ = [
     "disagreement_matrix",
     "linear_cycles_lr",
     "linear_snapshot_iterations",
+    "load_ensemble",
     "member_scores",
     "optimize_weights",
+    "save_ensemble",
     "select_diverse",
     "select_greedy",
     "select_members",
