@@ -8,8 +8,9 @@ __version__ = "0.1.0.dev0"
 
 from ._callbacks import CyclicSnapshots  # noqa: E402 (the version comes first)
 from ._classifier import SnapshotEnsembleClassifier, default_classifier_net
-from ._modules import MLPModule
+from ._modules import GaussianNLLCriterion, MLPModule, MLPRegressorModule
 from ._persistence import load_ensemble, save_ensemble
+from ._regressor import SnapshotEnsembleRegressor, default_regressor_net
 from ._schedules import (
     cosine_annealing_lr,
     cycle_boundaries,
@@ -28,11 +29,15 @@ from ._selection import (
 
 __all__ = [
     "CyclicSnapshots",
+    "GaussianNLLCriterion",
     "MLPModule",
+    "MLPRegressorModule",
     "SnapshotEnsembleClassifier",
+    "SnapshotEnsembleRegressor",
     "cosine_annealing_lr",
     "cycle_boundaries",
     "default_classifier_net",
+    "default_regressor_net",
     "disagreement_matrix",
     "linear_cycles_lr",
     "linear_snapshot_iterations",

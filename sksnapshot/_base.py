@@ -12,7 +12,7 @@ import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.callbacks import LRScheduler
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
@@ -203,7 +203,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 raise RuntimeError(
                     f"Every learning-rate cycle diverged ({len(collector.divergences_)} "
                     "divergences; see the warnings), so no usable snapshot was taken. "
-                    "Lower the net's lr, standardise the features or check the data."
+                    "Lower the net's lr, standardise the features (for regression also the "
+                    "targets, e.g. with TransformedTargetRegressor) or check the data."
                 )
             raise RuntimeError(
                 "Training stopped before the first learning-rate cycle ended, so no "
@@ -292,6 +293,45 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 f"{len(X_few)} rows, but {type(self).__name__} needs "
                 f"(n_rows, {expected}) here ({self._output_width_reason()})."
             )
+
+    # -- choosing again ------------------------------------------------------
+    def select(self, X, y):
+        """Choose members and weights again on new labelled rows, without training.
+
+        Applies the current ``selection``, ``n_members``, ``weighting`` and
+        ``combine`` (change them with ``set_params`` first) to the snapshots
+        of the last ``fit``, scored on ``X, y``: e.g. a held-out set of your
+        own. With ``combine="weights"``, BatchNorm statistics of the averaged
+        model are re-estimated on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Labelled rows to choose on (not training rows, or the choice
+            favours over-fitted snapshots).
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Their targets (for a classifier, labels among ``classes_``).
+
+        Returns
+        -------
+        self : object
+            With new ``members_``, ``weights_``, ``validation_scores_`` and
+            ``averaged_state_``.
+        """
+        X = self._validate_X_predict(X)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels.")
+        y = self._encode_targets(y)
+        self._validate_params()
+        if self.selection == "all" and self.n_members is not None:
+            raise ValueError("selection='all' uses every snapshot; set n_members=None.")
+        self._select(X, y, X)
+        return self
+
+    def _validate_X_predict(self, X):
+        check_is_fitted(self, "snapshots_")
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        return np.require(X, requirements=["C", "W"])
 
     # -- prediction -----------------------------------------------------------
     def _predict_states(self, X, states):

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 from skorch import NeuralNetClassifier
 
 from ._base import BaseSnapshotEnsemble
@@ -256,12 +256,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         self.validation_scores_ = None
         self.disagreement_ = None
 
-    def _validate_X_predict(self, X):
-        check_is_fitted(self, "snapshots_")
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        return np.require(X, requirements=["C", "W"])
-
-    def _encode_labels(self, y):
+    def _encode_targets(self, y):
         """Map labels to indices of ``classes_``; unseen labels are an error."""
         y = np.asarray(y)
         unknown = np.setdiff1d(np.unique(y), self.classes_)
@@ -271,38 +266,6 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
                 f"known classes: {self.classes_.tolist()}."
             )
         return np.searchsorted(self.classes_, y).astype(np.int64)
-
-    def select(self, X, y):
-        """Choose members and weights again on new labelled rows, without training.
-
-        Applies the current ``selection``, ``n_members``, ``weighting`` and
-        ``combine`` (change them with ``set_params`` first) to the snapshots
-        of the last ``fit``, scored on ``X, y``: e.g. a held-out set of your
-        own. With ``combine="weights"``, BatchNorm statistics of the averaged
-        model are re-estimated on ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Labelled rows to choose on (not training rows, or the choice
-            favours over-fitted snapshots).
-        y : array-like of shape (n_samples,)
-            Their labels, all among ``classes_``.
-
-        Returns
-        -------
-        self : SnapshotEnsembleClassifier
-            With new ``members_``, ``weights_``, ``validation_scores_``,
-            ``disagreement_`` and ``averaged_state_``.
-        """
-        X = self._validate_X_predict(X)
-        if len(y) != len(X):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels.")
-        self._validate_params()
-        if self.selection == "all" and self.n_members is not None:
-            raise ValueError("selection='all' uses every snapshot; set n_members=None.")
-        self._select(X, self._encode_labels(y), X)
-        return self
 
     def staged_predict_proba(self, X):
         """Yield the ensemble's probabilities as members are added, oldest first.

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-__all__ = ["MLPModule"]
+__all__ = ["GaussianNLLCriterion", "MLPModule", "MLPRegressorModule"]
 
 
 class MLPModule(nn.Module):
@@ -54,3 +54,63 @@ class MLPModule(nn.Module):
 
     def forward(self, X):
         return self.layers(X.to(torch.float32))
+
+
+class MLPRegressorModule(MLPModule):
+    """A multi-layer perceptron for regression, optionally with a variance head.
+
+    With ``gaussian=False`` it returns ``n_outputs`` values per row. With
+    ``gaussian=True`` it returns ``2 * n_outputs``: the means, then the
+    log-variances, as :class:`GaussianNLLCriterion` and
+    :class:`SnapshotEnsembleRegressor` expect (mean-variance members,
+    Lakshminarayanan et al., 2017).
+
+    Parameters
+    ----------
+    n_features : int
+        Width of the input rows.
+    n_outputs : int
+        Number of regression targets.
+    hidden_layer_sizes, dropout, batch_norm
+        As for :class:`MLPModule`.
+    gaussian : bool, default=False
+        Add a log-variance output per target.
+
+    Examples
+    --------
+    >>> import torch
+    >>> MLPRegressorModule(3, 2, gaussian=True)(torch.zeros(5, 3)).shape
+    torch.Size([5, 4])
+    """
+
+    def __init__(self, n_features, n_outputs, hidden_layer_sizes=(100,), dropout=0.0,
+                 batch_norm=False, gaussian=False):
+        super().__init__(n_features, n_outputs * (2 if gaussian else 1),
+                         hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
+                         batch_norm=batch_norm)
+
+
+class GaussianNLLCriterion(nn.Module):
+    """Gaussian negative log-likelihood of (mean, log-variance) outputs.
+
+    The module's output holds the means in its first half of columns and the
+    log-variances in the second; the loss is
+    :func:`torch.nn.functional.gaussian_nll_loss` with
+    ``var = exp(clip(log_var, -LOG_VAR_BOUND, LOG_VAR_BOUND))``: the clip keeps
+    one huge residual from blowing the variance (and the loss) up to infinity.
+
+    Examples
+    --------
+    >>> import torch
+    >>> out = torch.tensor([[0.0, 0.0]])  # mean 0, variance 1
+    >>> round(GaussianNLLCriterion()(out, torch.tensor([[1.0]])).item(), 3)
+    0.5
+    """
+
+    LOG_VAR_BOUND = 20.0
+
+    def forward(self, y_pred, y_true):
+        n_outputs = y_true.shape[1]
+        mean, log_var = y_pred[:, :n_outputs], y_pred[:, n_outputs:]
+        var = log_var.clamp(-self.LOG_VAR_BOUND, self.LOG_VAR_BOUND).exp()
+        return nn.functional.gaussian_nll_loss(mean, y_true, var, eps=1e-6)

@@ -16,8 +16,12 @@ from .metrics import _disagreement_rate
 __all__ = [
     "disagreement_matrix",
     "ensemble_log_loss",
+    "forward_selection",
     "member_scores",
+    "optimize_simplex",
     "optimize_weights",
+    "regression_member_scores",
+    "select_regression_members",
     "select_all",
     "select_diverse",
     "select_greedy",
@@ -286,27 +290,50 @@ def select_greedy(probas, y, n_members=None, max_steps=None):
     ([0, 1], [0.5, 0.5])
     """
     probas, y = _check_probas_y(probas, y)
-    n_snapshots = probas.shape[0]
+    true_proba = _true_class_proba(probas, y)
+    return forward_selection(lambda W: _nll(W @ true_proba), probas.shape[0],
+                             n_members, max_steps)
+
+
+def forward_selection(mixture_loss, n_snapshots, n_members=None, max_steps=None):
+    """Greedy forward selection with replacement for any validation loss.
+
+    ``mixture_loss(W)`` takes candidate weight vectors as the rows of ``W``
+    (shape ``(k, n_snapshots)``, each row summing to 1) and returns the
+    validation loss of each weighted mixture, shape ``(k,)``. See
+    :func:`select_greedy` for the rule; this is its loss-agnostic core, shared
+    by classifiers (log-loss) and regressors (squared error, Gaussian NLL).
+
+    Returns
+    -------
+    indices, weights : ndarray
+        The distinct chosen members (ascending) and their draw frequencies.
+
+    Examples
+    --------
+    >>> losses = np.array([3.0, 1.0, 2.0])
+    >>> indices, weights = forward_selection(lambda W: W @ losses, 3)
+    >>> indices.tolist(), weights.tolist()
+    ([1], [1.0])
+    """
     cap = _check_n_members(n_members, n_snapshots) or n_snapshots
     if max_steps is None:
         max_steps = 2 * n_snapshots
     if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
-    true_proba = _true_class_proba(probas, y)
-    single = _nll(true_proba)
+    eye = np.eye(n_snapshots)
+    single = mixture_loss(eye)
 
     counts = np.zeros(n_snapshots, dtype=np.int64)
     counts[np.argmin(single)] = 1
-    total = true_proba[np.argmin(single)].copy()
     best_loss, best_counts = single.min(), counts.copy()
     for step in range(2, max_steps + 1):
-        # Log-loss of the average after adding each candidate, all at once.
-        candidate_loss = _nll((total + true_proba) / step)
+        # Loss of the average after adding each candidate, all at once.
+        candidate_loss = mixture_loss((counts + eye) / step)
         if np.count_nonzero(counts) >= cap:
             candidate_loss[counts == 0] = np.inf
         pick = np.argmin(candidate_loss)
         counts[pick] += 1
-        total += true_proba[pick]
         if candidate_loss[pick] < best_loss:
             best_loss, best_counts = candidate_loss[pick], counts.copy()
     indices = np.flatnonzero(best_counts)
@@ -435,31 +462,53 @@ def optimize_weights(probas, y, indices=None):
             f"indices must lie in 0 .. {probas.shape[0] - 1}, got {indices.tolist()}."
         )
     true_proba = _true_class_proba(probas[indices], y)
-    uniform = _uniform(len(indices))
-    if len(indices) == 1:
-        return uniform
 
-    def loss_and_grad(z):
-        weights = np.exp(z - z.max())
-        weights /= weights.sum()
+    def loss_and_grad(weights):
         mixture = weights @ true_proba
         clipped = mixture < _EPS
         mixture = np.maximum(mixture, _EPS)
         # d loss / d weights; clipped rows are flat in the weights.
-        grad_w = -np.mean(np.where(clipped, 0.0, true_proba / mixture), axis=1)
+        grad = -np.mean(np.where(clipped, 0.0, true_proba / mixture), axis=1)
+        return -np.mean(np.log(mixture)), grad
+
+    return optimize_simplex(loss_and_grad, len(indices))
+
+
+def optimize_simplex(loss_and_grad, n):
+    """Weights on the probability simplex minimising a validation loss.
+
+    ``loss_and_grad(weights)`` returns the loss of the mixture with these
+    weights and its gradient with respect to them. The weights are a softmax
+    of free parameters optimised with L-BFGS-B from uniform; the result is
+    never worse than uniform weights (uniform is returned otherwise). This is
+    the loss-agnostic core of :func:`optimize_weights`, shared by classifiers
+    and regressors.
+
+    Examples
+    --------
+    >>> target = np.array([0.2, 0.8])
+    >>> w = optimize_simplex(lambda w: (((w - target) ** 2).sum(), 2 * (w - target)), 2)
+    >>> w.round(3).tolist()
+    [0.2, 0.8]
+    """
+    uniform = _uniform(n)
+    if n == 1:
+        return uniform
+
+    def in_z(z):
+        weights = np.exp(z - z.max())
+        weights /= weights.sum()
+        loss, grad_w = loss_and_grad(weights)
         # Chain rule through the softmax: J = diag(w) - w w^T.
-        grad_z = weights * (grad_w - weights @ grad_w)
-        return -np.mean(np.log(mixture)), grad_z
+        return loss, weights * (grad_w - weights @ grad_w)
 
     result = minimize(
-        loss_and_grad, np.zeros(len(indices)), jac=True, method="L-BFGS-B",
+        in_z, np.zeros(n), jac=True, method="L-BFGS-B",
         options={"maxiter": 1000, "gtol": 1e-10, "ftol": 1e-14},
     )
     weights = np.exp(result.x - result.x.max())
     weights /= weights.sum()
-    if not np.all(np.isfinite(weights)) or (
-        _mixture_log_loss(true_proba, weights) > _mixture_log_loss(true_proba, uniform)
-    ):
+    if not np.all(np.isfinite(weights)) or loss_and_grad(weights)[0] > loss_and_grad(uniform)[0]:
         return uniform
     return weights
 
@@ -521,3 +570,101 @@ def select_members(probas, y, selection, n_members=None, weighting="uniform"):
     if weighting == "optimize":
         weights = optimize_weights(probas, y, indices)
     return indices, weights
+
+
+REGRESSION_SELECTIONS = ("last", "greedy", "all")
+
+
+def _regression_losses(means, y, variances):
+    """Vectorised validation loss of mixtures, for forward selection and weights.
+
+    Squared error of the mixture mean, or, with member variances, the Gaussian
+    negative log-likelihood of the mixture's first two moments.
+    """
+    m = means.reshape(len(means), -1)
+    target = y.reshape(-1)
+    if variances is None:
+        def loss(W):
+            return np.mean((W @ m - target) ** 2, axis=-1)
+    else:
+        second = variances.reshape(len(variances), -1) + m ** 2
+
+        def loss(W):
+            mean = W @ m
+            var = np.maximum(W @ second - mean ** 2, 1e-12)
+            return 0.5 * np.mean(np.log(2 * np.pi * var) + (target - mean) ** 2 / var, axis=-1)
+    return loss
+
+
+def regression_member_scores(means, y, variances=None):
+    """Validation mean squared error (and Gaussian NLL) of every member.
+
+    Parameters
+    ----------
+    means : ndarray of shape (n_members, n_samples, n_outputs)
+    y : ndarray of shape (n_samples, n_outputs)
+    variances : ndarray like ``means``, default=None
+        Members' predictive variances (mean-variance members).
+
+    Returns
+    -------
+    scores : dict
+        ``"mse"`` and, with variances, ``"gaussian_nll"``: arrays of shape
+        ``(n_members,)``.
+
+    Examples
+    --------
+    >>> means = np.array([[[1.0], [2.0]], [[0.0], [0.0]]])
+    >>> regression_member_scores(means, np.array([[1.0], [2.0]]))["mse"].tolist()
+    [0.0, 2.5]
+    """
+    eye = np.eye(len(means))
+    scores = {"mse": _regression_losses(means, y, None)(eye)}
+    if variances is not None:
+        scores["gaussian_nll"] = _regression_losses(means, y, variances)(eye)
+    return scores
+
+
+def select_regression_members(means, y, selection, n_members=None, weighting="uniform",
+                              variances=None):
+    """Choose and weight regression members on validation rows.
+
+    The validation loss is the squared error of the weighted mean or, when
+    ``variances`` are given, the Gaussian NLL of the mixture. ``selection`` is
+    "last", "greedy" (:func:`forward_selection` on that loss) or "all";
+    ``weighting="optimize"`` puts the weights on the simplex minimising it.
+
+    Returns
+    -------
+    indices, weights : ndarray
+
+    Examples
+    --------
+    >>> means = np.array([[[0.0], [0.0]], [[1.0], [2.0]]])
+    >>> indices, weights = select_regression_members(means, np.array([[1.0], [2.0]]), "greedy")
+    >>> indices.tolist(), weights.tolist()
+    ([1], [1.0])
+    """
+    if selection not in REGRESSION_SELECTIONS:
+        raise ValueError(f"selection must be one of {REGRESSION_SELECTIONS} for regression, "
+                         f"got {selection!r}.")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}.")
+    n_snapshots = len(means)
+    loss = _regression_losses(means, y, variances)
+    if selection == "greedy":
+        indices, weights = forward_selection(loss, n_snapshots, n_members)
+    else:
+        indices, weights = select_last(n_snapshots, n_members)
+    if weighting == "optimize":
+        sub = _regression_losses(means[indices], y,
+                                 None if variances is None else variances[indices])
+        weights = optimize_simplex(lambda w: (float(sub(w)), _numeric_grad(sub, w)),
+                                   len(indices))
+    return indices, weights
+
+
+def _numeric_grad(loss, w, h=1e-6):
+    """Central differences of ``loss`` at ``w``, all coordinates in one call."""
+    steps = np.eye(len(w)) * h
+    return (loss(w + steps) - loss(w - steps)) / (2 * h)

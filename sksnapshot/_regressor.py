@@ -1,0 +1,224 @@
+"""SnapshotEnsembleRegressor."""
+
+import numpy as np
+import torch
+from sklearn.base import RegressorMixin, _fit_context
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import validate_data
+from skorch import NeuralNetRegressor
+
+from ._base import BaseSnapshotEnsemble
+from ._modules import GaussianNLLCriterion, MLPRegressorModule
+from ._selection import REGRESSION_SELECTIONS, regression_member_scores, select_regression_members
+
+__all__ = ["SnapshotEnsembleRegressor", "default_regressor_net"]
+
+
+def default_regressor_net(module=MLPRegressorModule, gaussian=False):
+    """The skorch net trained when only a module (or nothing) is given.
+
+    As :func:`default_classifier_net` (SGD with Nesterov momentum 0.9, peak
+    learning rate 0.05, 50 epochs, batches of 128 shuffled rows, silent), with
+    the squared error, or with ``gaussian=True`` the Gaussian NLL of
+    mean-variance outputs.
+
+    Parameters
+    ----------
+    module : torch.nn.Module subclass or instance, default=MLPRegressorModule
+    gaussian : bool, default=False
+        Train mean-variance members: :class:`GaussianNLLCriterion`, and
+        ``module__gaussian=True`` for :class:`MLPRegressorModule`.
+
+    Returns
+    -------
+    net : skorch.NeuralNetRegressor
+
+    Examples
+    --------
+    >>> net = default_regressor_net(gaussian=True)
+    >>> net.criterion.__name__, net.module__gaussian
+    ('GaussianNLLCriterion', True)
+    """
+    extra = {}
+    if gaussian and module is MLPRegressorModule:
+        extra["module__gaussian"] = True
+    return NeuralNetRegressor(
+        module,
+        criterion=GaussianNLLCriterion if gaussian else torch.nn.MSELoss,
+        optimizer=torch.optim.SGD,
+        optimizer__momentum=0.9,
+        optimizer__nesterov=True,
+        lr=0.05,
+        max_epochs=50,
+        batch_size=128,
+        iterator_train__shuffle=True,
+        train_split=None,
+        verbose=0,
+        **extra,
+    )
+
+
+class SnapshotEnsembleRegressor(RegressorMixin, BaseSnapshotEnsemble):
+    """Snapshot ensemble of a skorch regressor, with predictive uncertainty.
+
+    The same training as :class:`SnapshotEnsembleClassifier` (one run of the
+    net through ``n_snapshots`` learning-rate cycles, a snapshot at the end of
+    each); ``predict`` averages the members' outputs and
+    ``predict(X, return_std=True)`` also returns their spread. With
+    mean-variance members (a net whose criterion is
+    :class:`GaussianNLLCriterion`, e.g. ``default_regressor_net(gaussian=True)``),
+    the standard deviation is the mixture's: the square root of the mean of
+    the members' variances plus the variance of their means.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNetRegressor, torch.nn.Module subclass or instance, default=None
+        As for :class:`SnapshotEnsembleClassifier`, with a ``NeuralNetRegressor``
+        (a module is wrapped in :func:`default_regressor_net`). Constructor
+        parameters named ``n_features`` and ``n_outputs`` are filled in.
+    n_snapshots, n_members, min_lr, schedule, weighting, combine, validation_fraction, \
+checkpoint_dir, random_state, verbose
+        As for :class:`SnapshotEnsembleClassifier`. The validation split is not
+        stratified, and the validation loss for choosing members is the
+        squared error (Gaussian NLL for mean-variance members).
+    selection : {"all", "last", "greedy"}, default="all"
+        As for the classifier; "diverse" is for classifiers only.
+
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of regression targets.
+    gaussian_ : bool
+        Whether the members predict a variance as well as a mean.
+    validation_scores_ : dict or None
+        ``"mse"`` (and ``"gaussian_nll"``) of every snapshot on the validation rows.
+    net_, snapshots_, snapshot_epochs_, members_, weights_, averaged_state_, \
+divergences_, n_iter_, n_features_in_, feature_names_in_
+        As for :class:`SnapshotEnsembleClassifier`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+    >>> X, y = make_regression(n_samples=200, n_features=5, noise=5.0, random_state=0)
+    >>> y = (y - y.mean()) / y.std()
+    >>> net = default_regressor_net().set_params(max_epochs=20)
+    >>> reg = SnapshotEnsembleRegressor(net, n_snapshots=4, random_state=0).fit(X, y)
+    >>> mean, std = reg.predict(X[:3], return_std=True)
+    >>> mean.shape, std.shape
+    ((3,), (3,))
+    >>> reg.score(X, y) > 0.9
+    True
+    """
+
+    _parameter_constraints = {
+        **BaseSnapshotEnsemble._parameter_constraints,
+        "selection": [StrOptions(set(REGRESSION_SELECTIONS))],
+    }
+    _net_class = NeuralNetRegressor
+    _default_module = MLPRegressorModule
+    _default_net = staticmethod(default_regressor_net)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the net once through ``n_snapshots`` cycles and keep the snapshots.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows; converted to float32.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets; converted to float32.
+
+        Returns
+        -------
+        self : SnapshotEnsembleRegressor
+            The fitted ensemble.
+        """
+        X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True, y_numeric=True)
+        X = np.require(X, requirements=["C", "W"])
+        self._single_output = y.ndim == 1
+        y = np.require(y.reshape(len(y), -1), dtype=np.float32, requirements=["C", "W"])
+        self.n_outputs_ = y.shape[1]
+        template = self.net if isinstance(self.net, NeuralNetRegressor) else None
+        criterion = None if template is None else template.criterion
+        self.gaussian_ = isinstance(criterion, type) and issubclass(criterion, GaussianNLLCriterion)
+        return self._fit_snapshots(
+            X, y, data_kwargs={"n_features": X.shape[1], "n_outputs": self.n_outputs_},
+            stratify=None,
+        )
+
+    def _expected_output_width(self):
+        return self.n_outputs_ * (2 if self.gaussian_ else 1)
+
+    def _output_width_reason(self):
+        if self.gaussian_:
+            return f"a mean and a log-variance for each of {self.n_outputs_} targets"
+        return f"one output per target; {self.n_outputs_} targets"
+
+    def _member_predict(self, X):
+        return self.net_.predict(X).reshape(len(X), -1)
+
+    def _split(self, outputs):
+        """Members' (means, variances) from raw outputs; variances None without a head."""
+        k = self.n_outputs_
+        if not self.gaussian_:
+            return outputs.astype(np.float64), None
+        bound = GaussianNLLCriterion.LOG_VAR_BOUND  # the variances the criterion trained
+        log_var = np.clip(outputs[..., k:].astype(np.float64), -bound, bound)
+        return outputs[..., :k].astype(np.float64), np.exp(log_var)
+
+    def _choose_members(self, outputs, y, n_members):
+        means, variances = self._split(outputs)
+        self.validation_scores_ = regression_member_scores(means, y, variances)
+        return select_regression_members(means, y, self.selection, n_members,
+                                         self.weighting, variances)
+
+    def _clear_validation_results(self):
+        self.validation_scores_ = None
+
+    def _encode_targets(self, y):
+        y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        if y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {y.shape[1]} targets; the ensemble was fitted on "
+                             f"{self.n_outputs_}.")
+        return y
+
+    def predict(self, X, return_std=False):
+        """Average the members' predictions; optionally return their spread.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to predict.
+        return_std : bool, default=False
+            Also return the predictive standard deviation: the weighted spread
+            of the members' means, plus (mean-variance members) their mean
+            variance. With ``combine="weights"`` only the single model's own
+            variance (zero without a variance head).
+
+        Returns
+        -------
+        y_mean : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        y_std : ndarray of the same shape
+            Only with ``return_std=True``.
+        """
+        X = self._validate_X_predict(X)
+        states, weights = self._combined_states()
+        means, variances = self._split(np.stack(list(self._predict_states(X, states))))
+        w = np.asarray(weights)[:, None, None]
+        mean = (w * means).sum(axis=0)
+        if not np.all(np.isfinite(mean)):
+            raise ValueError("The members' predictions are not finite for some rows; these "
+                             "inputs overflow the module (scale the features as for training).")
+        squeeze = (lambda a: a[:, 0]) if self._single_output else (lambda a: a)
+        if not return_std:
+            return squeeze(mean)
+        second = means ** 2 + (0.0 if variances is None else variances)
+        std = np.sqrt(np.maximum((w * second).sum(axis=0) - mean ** 2, 0.0))
+        return squeeze(mean), squeeze(std)
