@@ -24,14 +24,15 @@ from skorch.history import History
 
 from . import __version__
 from ._data import torch_seed
-from ._modules import MLPModule
+from ._modules import GaussianNLLCriterion, MLPModule, MLPRegressorModule
 
 __all__ = ["save_ensemble", "load_ensemble"]
 
 FORMAT_VERSION = 1
 _WEIGHTS, _METADATA = "weights.safetensors", "metadata.json"
 # Criteria that decide how logits become probabilities; looked up by name only.
-_CRITERIA = {c.__name__: c for c in (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)}
+_CRITERIA = {c.__name__: c for c in (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss,
+                                      torch.nn.MSELoss, GaussianNLLCriterion)}
 _FITTED_ARRAYS = ("members_", "weights_", "feature_names_in_", "disagreement_")
 
 
@@ -66,7 +67,7 @@ def save_ensemble(estimator, path):
 
     Parameters
     ----------
-    estimator : SnapshotEnsembleClassifier
+    estimator : SnapshotEnsembleClassifier or SnapshotEnsembleRegressor
         A fitted ensemble whose module arguments are plain JSON values.
     path : str or path-like
         Directory to write; created if missing.
@@ -108,6 +109,12 @@ def save_ensemble(estimator, path):
     net_params = {k: v for k, v in net.get_params(deep=False).items()
                   if k.startswith("module__") or k in ("lr", "max_epochs", "batch_size")}
     fitted = {name: getattr(estimator, name) for name in _FITTED_ARRAYS if hasattr(estimator, name)}
+    if hasattr(estimator, "classes_"):
+        fitted["classes_"] = {"values": estimator.classes_.tolist(),
+                              "dtype": estimator.classes_.dtype.str}
+    else:
+        fitted.update(n_outputs_=estimator.n_outputs_, gaussian_=estimator.gaussian_,
+                      single_output=estimator._single_output)
     fitted.update(
         n_features_in_=estimator.n_features_in_,
         snapshot_epochs_=estimator.snapshot_epochs_,
@@ -124,7 +131,6 @@ def save_ensemble(estimator, path):
         "module": _qualified_name(net.module),
         "criterion": criterion.__name__,
         "net_params": _json_ready("net params", net_params),
-        "classes": {"values": estimator.classes_.tolist(), "dtype": estimator.classes_.dtype.str},
         "fitted": _json_ready("fitted attributes", fitted),
         "n_snapshots": len(estimator.snapshots_),
         "averaged": estimator.averaged_state_ is not None,
@@ -149,7 +155,8 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     path : str or path-like
         The directory :func:`save_ensemble` wrote.
     modules : iterable of torch.nn.Module subclasses, default=()
-        The module classes this file may use, besides :class:`MLPModule`. The
+        The module classes this file may use, besides :class:`MLPModule` and
+        :class:`MLPRegressorModule`. The
         class the metadata names must be one of them: the loader never imports
         what a file names.
     device : str, default="cpu"
@@ -158,21 +165,27 @@ def load_ensemble(path, *, modules=(), device="cpu"):
 
     Returns
     -------
-    estimator : SnapshotEnsembleClassifier
+    estimator : SnapshotEnsembleClassifier or SnapshotEnsembleRegressor
         Fitted, predicting exactly as the saved one.
     """
     from ._classifier import SnapshotEnsembleClassifier, default_classifier_net
+    from ._regressor import SnapshotEnsembleRegressor, default_regressor_net
+
+    kinds = {SnapshotEnsembleClassifier.__name__: (SnapshotEnsembleClassifier,
+                                                   default_classifier_net),
+             SnapshotEnsembleRegressor.__name__: (SnapshotEnsembleRegressor,
+                                                  default_regressor_net)}
 
     path = pathlib.Path(path)
     try:
         metadata = json.loads((path / _METADATA).read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path / _METADATA} is missing or not valid JSON: {exc}") from exc
-    if metadata.get("format_version") != FORMAT_VERSION or \
-            metadata.get("estimator") != SnapshotEnsembleClassifier.__name__:
+    if metadata.get("format_version") != FORMAT_VERSION or metadata.get("estimator") not in kinds:
         raise ValueError(f"{path} does not hold a sksnapshot ensemble of format "
                          f"version {FORMAT_VERSION}.")
-    allowed = {_qualified_name(cls): cls for cls in (MLPModule, *modules)}
+    estimator_class, default_net = kinds[metadata["estimator"]]
+    allowed = {_qualified_name(cls): cls for cls in (MLPModule, MLPRegressorModule, *modules)}
     module = allowed.get(metadata["module"])
     if module is None:
         raise ValueError(
@@ -193,9 +206,9 @@ def load_ensemble(path, *, modules=(), device="cpu"):
         warnings.warn("The ensemble was trained with a callable schedule, which cannot be "
                       "saved; the loaded estimator's schedule is 'cosine' for re-fitting.")
         params["schedule"] = "cosine"
-    net = default_classifier_net(module).set_params(criterion=criterion, device=device,
-                                                    **metadata["net_params"])
-    estimator = SnapshotEnsembleClassifier(net, **params)
+    net = default_net(module).set_params(criterion=criterion, device=device,
+                                         **metadata["net_params"])
+    estimator = estimator_class(net, **params)
     with torch_seed(0):  # initialising draws random weights; keep the caller's RNG intact
         net_ = clone(net).initialize()
     expected = net_.module_.state_dict()
@@ -218,9 +231,13 @@ def load_ensemble(path, *, modules=(), device="cpu"):
 
     estimator.snapshots_ = [state(f"snapshot.{i}.") for i in range(metadata["n_snapshots"])]
     estimator.averaged_state_ = state("averaged.") if metadata["averaged"] else None
-    classes = metadata["classes"]
-    estimator.classes_ = np.array(classes["values"], dtype=np.dtype(classes["dtype"]))
     fitted = metadata["fitted"]
+    if "classes_" in fitted:
+        classes = fitted["classes_"]
+        estimator.classes_ = np.array(classes["values"], dtype=np.dtype(classes["dtype"]))
+    else:
+        estimator.n_outputs_, estimator.gaussian_ = fitted["n_outputs_"], fitted["gaussian_"]
+        estimator._single_output = fitted["single_output"]
     for name in _FITTED_ARRAYS:
         if name in fitted:
             value = fitted[name]

@@ -118,3 +118,18 @@ def test_what_cannot_be_saved_without_pickle_says_so(data, tmp_path):
         save_ensemble(clf, tmp_path)
     with pytest.raises(Exception, match="not fitted"):
         save_ensemble(SnapshotEnsembleClassifier(), tmp_path)
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_regressors_round_trip(data, tmp_path, gaussian):
+    from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+
+    X, _ = data
+    y = X[:, :2] @ np.array([[1.0, -0.5], [0.3, 2.0]])
+    net = default_regressor_net(gaussian=gaussian).set_params(max_epochs=5, lr=0.01)
+    reg = SnapshotEnsembleRegressor(net, n_snapshots=2, random_state=0).fit(X, y)
+    save_ensemble(reg, tmp_path)
+    loaded = load_ensemble(tmp_path)
+    assert type(loaded) is SnapshotEnsembleRegressor and loaded.gaussian_ == gaussian
+    for a, b in zip(loaded.predict(X, return_std=True), reg.predict(X, return_std=True)):
+        np.testing.assert_array_equal(a, b)
