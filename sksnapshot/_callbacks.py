@@ -57,9 +57,13 @@ class CyclicSnapshots(Callback):
         History column set to True on the epochs in which a snapshot was taken
         (``PrintLog`` shows it as a ``+`` in a ``snapshot`` column).
     divergence_factor : float or None, default=10.0
-        A training loss that is not finite, or above ``divergence_factor``
-        times the loss of the first training batch, and a validation loss
-        above that bound, mean the cycle diverged: its snapshot is dropped, the
+        A training loss that is not finite or above ``divergence_factor * ref``,
+        or a validation loss that is not finite or above
+        ``divergence_factor**2 * ref``, where ``ref`` is the larger of 1 and the
+        magnitude of the first training batch's loss, means the cycle diverged.
+        (The validation bound is looser because an over-fitting, over-confident
+        model legitimately raises the validation loss well above its minimum.)
+        The cycle's snapshot is then dropped, the
         last good weights (the previous snapshot, else the initial weights) are
         restored, the optimizer's state is reset, and the peak learning rate of
         the rest of training is halved. None turns the guard off.
@@ -190,7 +194,7 @@ class CyclicSnapshots(Callback):
         loss = float(loss.detach()) if loss is not None else math.nan
         if self._reference_loss is None:
             self._reference_loss = loss
-        if self._is_divergent(loss):
+        if self._is_divergent(loss, self.divergence_factor):
             self._recover(net, self.iteration_, f"training loss {loss:.4g}")
         if self.iteration_ in self._cycle_ends:
             if not self._drop_cycle and not _all_finite(net.module_):
@@ -208,7 +212,8 @@ class CyclicSnapshots(Callback):
 
     def on_epoch_end(self, net, **kwargs):
         valid_loss = net.history[-1].get("valid_loss")
-        if valid_loss is not None and self._is_divergent(valid_loss):
+        if valid_loss is not None and self._is_divergent(
+                valid_loss, None if self.divergence_factor is None else self.divergence_factor ** 2):
             popped = self._snapshot_this_epoch
             if popped:
                 # Taken from weights whose validation loss exploded: not a member.
@@ -228,13 +233,15 @@ class CyclicSnapshots(Callback):
             self.checkpoint.save_progress(net, self)
 
     # -- the divergence guard ------------------------------------------------
-    def _is_divergent(self, loss):
-        if self.divergence_factor is None:
+    def _is_divergent(self, loss, factor):
+        if factor is None:
             return False
         if not math.isfinite(loss):
             return True
-        return (self._reference_loss is not None and math.isfinite(self._reference_loss)
-                and loss > self.divergence_factor * abs(self._reference_loss))
+        reference = self._reference_loss
+        # Losses near 0 (or negative, e.g. Gaussian NLL) give no scale: floor at 1.
+        scale = max(abs(reference), 1.0) if reference is not None and math.isfinite(reference) else None
+        return scale is not None and loss > factor * scale
 
     def _recover(self, net, step, what, drop_cycle=True):
         """Restore the last good weights and halve the peak learning rate.
