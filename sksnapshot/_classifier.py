@@ -148,7 +148,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         The class labels.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during ``fit``, when ``X`` has string column names.
     net_ : skorch.NeuralNetClassifier
         The trained net; ``net_.history`` holds the per-epoch losses, ``lr``,

@@ -5,6 +5,7 @@ matplotlib is an optional dependency, imported when a function is called:
 given one (a new figure otherwise) and returns the matplotlib Axes.
 """
 
+from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
@@ -48,26 +49,37 @@ def _get_ax(ax):
 def _schedule_from_estimator(estimator):
     """Per-step learning rates recorded in training and the snapshot steps."""
     check_is_fitted(estimator, ["net_", "snapshots_", "n_iter_"])
-    lrs = np.array(
-        [batch["lr"] for epoch in estimator.net_.history
-         for batch in epoch["batches"] if "lr" in batch],
-        dtype=np.float64,
-    )
-    n_taken = len(estimator.snapshots_)
-    _, snapshot_fn = resolve_schedule(estimator.schedule)
-    if n_taken == estimator.n_snapshots:
-        steps = snapshot_fn(estimator.n_iter_, estimator.n_snapshots)
-    else:
-        # An interrupted fit: the plan lives in the net's CyclicSnapshots callback.
-        plans = [cb for _, cb in getattr(estimator.net_, "callbacks_", [])
-                 if isinstance(cb, CyclicSnapshots) and cb.n_iter_]
-        if plans:
-            plan = plans[0]
-            steps = snapshot_fn(plan.n_iter_, plan.n_snapshots)[:n_taken]
-        else:  # pragma: no cover - only if the callback was removed by hand
-            steps = np.array([], dtype=np.int64)
-    steps = np.asarray(steps, dtype=np.int64)
-    return lrs, steps[steps < len(lrs)]
+    lrs, step_epochs = [], []
+    for epoch_number, epoch in enumerate(estimator.net_.history, start=1):
+        for batch in epoch["batches"]:
+            if "lr" in batch:  # training batches only
+                lrs.append(batch["lr"])
+                step_epochs.append(epoch_number)
+    lrs = np.asarray(lrs, dtype=np.float64)
+    # The plan of the fit: the net's CyclicSnapshots callback keeps it, also when
+    # the estimator's parameters were changed after fit.
+    plans = [cb for _, cb in getattr(estimator.net_, "callbacks_", [])
+             if isinstance(cb, CyclicSnapshots) and getattr(cb, "n_iter_", None)]
+    if plans:
+        schedule, n_cycles, n_planned = plans[0].schedule, plans[0].n_snapshots, plans[0].n_iter_
+    else:  # pragma: no cover - only if the callback was removed by hand
+        schedule, n_cycles = estimator.schedule, estimator.n_snapshots
+        n_planned = estimator.n_iter_
+    _, snapshot_fn = resolve_schedule(schedule)
+    if len(estimator.snapshots_) == n_cycles:  # every cycle ended with its snapshot
+        steps = np.asarray(snapshot_fn(estimator.n_iter_, n_cycles))
+        return lrs, steps[steps < len(lrs)]
+    # An interrupted fit, or cycles whose snapshot was dropped: the planned cycle
+    # ends, matched with the epochs in which snapshots were actually taken.
+    planned = np.asarray(snapshot_fn(n_planned, n_cycles))
+    remaining = Counter(estimator.snapshot_epochs_)
+    steps = []
+    for step in planned[planned < len(lrs)]:
+        epoch = step_epochs[step]
+        if remaining[epoch] > 0:
+            remaining[epoch] -= 1
+            steps.append(int(step))
+    return lrs, np.asarray(steps, dtype=np.int64)
 
 
 def _schedule_from_args(schedule, n_iter, n_snapshots, lr, min_lr):
@@ -105,7 +117,7 @@ def plot_lr_schedule(estimator=None, *, schedule=None, n_iter=None, n_snapshots=
 
     Parameters
     ----------
-    estimator : SnapshotEnsembleClassifier, default=None
+    estimator : SnapshotEnsembleClassifier or SnapshotEnsembleRegressor, default=None
         A fitted ensemble. Give either it or the schedule's arguments.
     schedule : {"cosine", "linear"} or callable, default=None
         The schedule to draw without an estimator; None means "cosine". See
@@ -179,7 +191,11 @@ def plot_lr_schedule(estimator=None, *, schedule=None, n_iter=None, n_snapshots=
     ax.set_xlabel("training step (optimizer iteration)")
     ax.set_ylabel("learning rate")
     ax.set_title(title)
-    ax.legend(loc="upper right")
+    # Head-room above the peaks for the legend.
+    low, high = float(np.min(lrs, initial=0.0)), float(np.max(lrs, initial=0.0))
+    span = (high - low) or max(abs(high), 1.0)
+    ax.set_ylim(low - 0.05 * span, high + 0.3 * span)
+    ax.legend(loc="upper right", ncol=2)
     return ax
 
 
@@ -190,7 +206,7 @@ def plot_disagreement(estimator, *, annotate=True, cmap="viridis", ax=None):
     Cell ``(i, j)`` is the share of validation rows on which snapshots ``i``
     and ``j`` predict different labels (``estimator.disagreement_``). The
     members the estimator predicts with (``members_``) have bold, red tick
-    labels and a marker on the diagonal.
+    labels and a star on the diagonal.
 
     Parameters
     ----------
@@ -225,6 +241,12 @@ def plot_disagreement(estimator, *, annotate=True, cmap="viridis", ax=None):
     (4, 4)
     """
     check_is_fitted(estimator, ["snapshots_", "members_"])
+    if not hasattr(estimator, "classes_"):
+        raise ValueError(
+            "plot_disagreement needs a classifier ensemble: disagreement_ counts the "
+            f"rows on which two snapshots predict different labels; got "
+            f"{type(estimator).__name__}."
+        )
     matrix = getattr(estimator, "disagreement_", None)
     if matrix is None:
         raise ValueError(
@@ -264,8 +286,7 @@ def plot_disagreement(estimator, *, annotate=True, cmap="viridis", ax=None):
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_xlabel("snapshot")
     ax.set_ylabel("snapshot")
-    ax.set_title(f"Disagreement; members {members.tolist()}")
-    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
+    ax.set_title(f"Disagreement between snapshots\nmembers (\u2605): {members.tolist()}")
     return ax
 
 
