@@ -17,8 +17,9 @@ __all__ = ["SnapshotEnsembleRegressor", "default_regressor_net"]
 def default_regressor_net(module=MLPRegressorModule, gaussian=False):
     """The skorch net trained when only a module (or nothing) is given.
 
-    As :func:`default_classifier_net` (SGD with Nesterov momentum 0.9, peak
-    learning rate 0.05, 50 epochs, batches of 128 shuffled rows, silent), with
+    SGD with Nesterov momentum 0.9, peak learning rate 0.05 (half the
+    classifier's: squared errors give larger gradients; not swept yet), 50
+    epochs, batches of 128 shuffled rows, silent, with
     the squared error, or with ``gaussian=True`` the Gaussian NLL of
     mean-variance outputs.
 

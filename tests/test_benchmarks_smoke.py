@@ -1,0 +1,103 @@
+"""Smoke tests of the benchmarks' core functions on tiny settings (a few seconds each).
+
+They check that ``benchmarks/quality.py`` and ``benchmarks/speed.py`` run end to
+end and produce tables with the expected rows and columns; the numbers
+themselves are meaningless at these sizes.
+"""
+
+import numpy as np
+import pytest
+
+from benchmarks import quality, speed
+
+
+def _table_rows(text, first_cell):
+    """Markdown table rows (as lists of cells) whose first cell is ``first_cell``."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if cells[0] == first_cell:
+                rows.append(cells)
+    return rows
+
+
+def _header(text, first_cell):
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no header starting with {first_cell!r}")
+
+
+def test_quality_main_table(tmp_path):
+    configs = [("digits", "mlp", 0.05)]
+    rows, errors = quality.run_main(configs=configs, epochs=5, seeds=(0,), n_deep=2,
+                                    jobs=1, max_train=300)
+    assert list(rows) == configs
+    assert list(rows[configs[0]]) == quality.METHODS
+    text = quality.main_table(rows, errors, epochs=5, seeds=(0,), jobs=1)
+    header = _header(text, "data")
+    assert header == ["data", "model", "lr", "method", "accuracy", "NLL", "Brier", "ECE",
+                      "members", "fit time (s)", "time / single"]
+    body = _table_rows(text, "digits")
+    assert [r[3] for r in body] == quality.METHODS
+    assert all(len(r) == len(header) for r in body)
+    single = rows[configs[0]][quality.SINGLE][0]
+    assert 0 <= single["accuracy"] <= 1 and np.isfinite(single["nll"])
+    # TorchEnsemble is optional: either numbers or the exact error in the table.
+    te = rows[configs[0]][quality.TORCHENSEMBLE][0]
+    assert np.isfinite(te["nll"]) or "TorchEnsemble" in text.split("|---|")[-1]
+    quality.plot_main(rows, tmp_path / "quality.png")
+    assert (tmp_path / "quality.png").stat().st_size > 0
+
+
+def test_quality_sweep_table(tmp_path):
+    grid, defaults = quality.run_sweep(
+        data_sets=["digits"], lrs=(0.1,), ms=(1, 2), epochs_list=(2,), seeds=(0,), jobs=1,
+        max_train=300, default_lrs=(0.05,), default_ms=(1, 2), default_epochs=2)
+    assert sorted(grid) == [("digits", 2, 0.1, 1), ("digits", 2, 0.1, 2)]
+    assert sorted(defaults) == [("digits", 0.05, 1), ("digits", 0.05, 2)]
+    text = quality.sweep_table(grid, defaults, seeds=(0,), jobs=1)
+    header = _header(text, "data")
+    assert header[:4] == ["data", "epochs", "lr", "M"]
+    grid_rows = [r for r in _table_rows(text, "digits") if len(r) == len(header)]
+    assert [r[3] for r in grid_rows] == ["1", "2"]
+    assert grid_rows[0][6] == "1.000"  # M = 1 is its own reference
+    quality.plot_sweep(grid, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_speed_tables(tmp_path):
+    cfg = dict(data="digits", hiddens=[(16,)], epochs=1, pairs=1, n_rows=256, ms=(1, 2),
+               repeats=2, rounds=1, mem_configs=[((16,), False), ((16,), True)],
+               rss_repeats=1)
+    text, train, pred = speed.run(cfg, print_fn=lambda *a: None)
+    times_a, times_b = train[(16,)]
+    assert len(times_a) == len(times_b) == 1
+    assert set(pred[(16,)]) == {"plain skorch", 1, 2, "weights"}
+    training = _table_rows(text, "MLP (16,)")
+    assert len(training) == 1 + 4 + 1  # training row, 4 prediction rows, memory row
+    memory = _table_rows(text, "MLP (16,) + BatchNorm")
+    assert len(memory) == 1
+    assert _header(text, "module")[:4] == [
+        "module", "plain skorch (median s)", "sksnapshot (median s)", "median ratio B / A"]
+    speed.plot_speed(train, pred, tmp_path / "speed.png")
+    assert (tmp_path / "speed.png").stat().st_size > 0
+
+
+def test_snapshot_bytes_match_module():
+    snap, mod = speed.snapshot_memory(hidden=(8,), batch_norm=True, max_epochs=1,
+                                      data="digits")
+    assert snap == mod > 0
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_benchmark_nets_accept_2d_input(model):
+    import torch
+
+    from benchmarks._data import make_net
+
+    net = make_net(model, max_epochs=1, lr=0.1)
+    net.set_params(module__n_features=40, module__n_classes=10).initialize()
+    assert net.module_(torch.zeros(3, 40)).shape == (3, 10)
