@@ -22,10 +22,15 @@ from torch.optim.swa_utils import update_bn
 from ._callbacks import CyclicSnapshots, copy_state_dict
 from ._checkpoint import CheckpointDir, fingerprint
 from ._data import torch_seed, validation_split
+from ._distributed import picklable_state, without_accelerator
 from ._schedules import SCHEDULES
 from ._selection import SELECTIONS, WEIGHTINGS
 
 _CALLBACK_NAME = "snapshots"
+
+
+def _quiet(*args, **kwargs):
+    """The print-log sink of a net trained with ``verbose=0``."""
 
 
 class BaseSnapshotEnsemble(BaseEstimator):
@@ -68,6 +73,11 @@ class BaseSnapshotEnsemble(BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.verbose = verbose
+
+    def __getstate__(self):
+        # A net whose classes live in __main__ (a script or notebook) pickles so that
+        # a process that cannot find them (a joblib/Dask/Ray worker) says what to do.
+        return picklable_state(super().__getstate__())
 
     # -- building the net -------------------------------------------------
     def _build_net(self, data_kwargs):
@@ -154,10 +164,18 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 checkpoint.extra = {"train": progress["train"], "valid": progress["valid"]}
         collector = CyclicSnapshots(self.n_snapshots, min_lr=self.min_lr, schedule=self.schedule,
                                     checkpoint=checkpoint)
+        quiet = {}
+        if not self.verbose and net.get_params(deep=False).get(
+                "callbacks__print_log__sink", "auto") == "auto":
+            # skorch's PrintLog ignores verbose=0 when its sink is not builtins.print:
+            # Accelerate's accelerator.print, or print after Ray's joblib backend
+            # replaced builtins.print. A sink that prints nothing keeps the net quiet.
+            quiet = {"callbacks__print_log__sink": _quiet}
         net.set_params(
             callbacks=list(net.callbacks or []) + [(_CALLBACK_NAME, collector)],
             train_split=predefined_split(Dataset(X[valid], y[valid])) if len(valid) else None,
             verbose=self.verbose,
+            **quiet,
         )
         with torch_seed(seed):
             net.initialize()
@@ -168,7 +186,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
             # skorch swallows KeyboardInterrupt inside partial_fit; whatever
             # snapshots were taken until then are kept below.
             net.partial_fit(X[train], y[train], epochs=epochs)
-            self._keep_snapshots(net)
+            # A net with skorch.hf.AccelerateMixin predicts and pickles without it.
+            self._keep_snapshots(without_accelerator(net, self._net_class))
             self._select(X[valid], y[valid], X[train])
         if self.verbose:
             print(f"{type(self).__name__}: {len(self.snapshots_)} snapshots in "

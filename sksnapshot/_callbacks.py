@@ -25,6 +25,45 @@ def copy_state_dict(module):
     )
 
 
+def _accelerator(net):
+    """The net's Hugging Face ``Accelerator`` (``skorch.hf.AccelerateMixin``), or None."""
+    return getattr(net, "accelerator", None)
+
+
+def _unwrapped_module(net):
+    """``net.module_`` without Accelerate's wrappers (e.g. DistributedDataParallel).
+
+    Snapshots taken from the unwrapped module have the module's own
+    ``state_dict`` keys (no ``module.`` prefix), so they load into the module
+    the net holds after training, with or without the accelerator.
+    """
+    accelerator = _accelerator(net)
+    if accelerator is None:
+        return net.module_
+    return accelerator.unwrap_model(net.module_)
+
+
+def _is_main_process(net):
+    """False only on the processes of a distributed Accelerate run other than the main one."""
+    accelerator = _accelerator(net)
+    return accelerator is None or bool(accelerator.is_main_process)
+
+
+def _global_mean(net, value):
+    """The mean of ``value`` over the processes of a distributed Accelerate run.
+
+    Every process sees the loss of its own shard of the batch; deciding on the
+    mean makes all processes take the same decision (every process must call
+    this at the same point). Without an accelerator, or with one process,
+    ``value`` itself.
+    """
+    accelerator = _accelerator(net)
+    if accelerator is None or accelerator.num_processes == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(tensor, reduction="mean").item())
+
+
 def _all_finite(module):
     return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values()
                if t.is_floating_point())
@@ -127,6 +166,8 @@ class CyclicSnapshots(Callback):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         dataset = net.get_dataset(X, y)
         try:
+            # With Accelerate the iterator is the prepared one: its length is the
+            # number of batches of one process, i.e. of global optimizer steps.
             n_batches = len(net.get_iterator(dataset, training=True))
         except TypeError as exc:
             raise ValueError(
@@ -156,7 +197,7 @@ class CyclicSnapshots(Callback):
         # Cycle k (1-based) ends at its snapshot step, for the history's 'cycle'.
         self._bounds = np.concatenate([[0], ends + 1])
         if not self.snapshots_:
-            self._initial_state = copy_state_dict(net.module_)
+            self._initial_state = copy_state_dict(_unwrapped_module(net))
 
     def _plan_lrs(self):
         """One learning-rate table per parameter group: a lookup per batch, no maths."""
@@ -192,26 +233,32 @@ class CyclicSnapshots(Callback):
         if not training:
             return
         loss = float(loss.detach()) if loss is not None else math.nan
+        # With Accelerate's data parallelism every process decides on the same mean.
+        loss = _global_mean(net, loss)
         if self._reference_loss is None:
             self._reference_loss = loss
         if self._is_divergent(loss, self.divergence_factor):
             self._recover(net, self.iteration_, f"training loss {loss:.4g}")
         if self.iteration_ in self._cycle_ends:
-            if not self._drop_cycle and not _all_finite(net.module_):
+            if not self._drop_cycle and not _all_finite(_unwrapped_module(net)):
                 # The last step can blow the weights up even after a finite loss.
                 self._recover(net, self.iteration_, "non-finite weights")
             if self._drop_cycle:
                 self._drop_cycle = False  # the next cycle starts from good weights
             else:
-                self.snapshots_.append(copy_state_dict(net.module_))
+                # Every process keeps the (identical) snapshots: choosing members
+                # predicts with all processes in step. Only the main one writes files.
+                self.snapshots_.append(copy_state_dict(_unwrapped_module(net)))
                 self.snapshot_epochs_.append(len(net.history))
                 self._snapshot_this_epoch = True
-                if self.checkpoint is not None:
+                if self.checkpoint is not None and _is_main_process(net):
                     self.checkpoint.save_snapshot(len(self.snapshots_) - 1, self.snapshots_[-1])
         self.iteration_ += 1
 
     def on_epoch_end(self, net, **kwargs):
         valid_loss = net.history[-1].get("valid_loss")
+        if valid_loss is not None:
+            valid_loss = _global_mean(net, valid_loss)
         if valid_loss is not None and self._is_divergent(
                 valid_loss, None if self.divergence_factor is None else self.divergence_factor ** 2):
             popped = self._snapshot_this_epoch
@@ -229,7 +276,7 @@ class CyclicSnapshots(Callback):
         net.history.record("cycle", int(np.searchsorted(self._bounds, last, side="right")))
         net.history.record(self.event_name, self._snapshot_this_epoch)
         net.history.record("event_diverged", self._diverged_this_epoch)
-        if self.checkpoint is not None:
+        if self.checkpoint is not None and _is_main_process(net):
             self.checkpoint.save_progress(net, self)
 
     # -- the divergence guard ------------------------------------------------
@@ -250,7 +297,7 @@ class CyclicSnapshots(Callback):
         says whether the snapshot of the cycle in progress must be dropped.
         """
         good = self.snapshots_[-1] if self.snapshots_ else self._initial_state
-        net.module_.load_state_dict(good)
+        _unwrapped_module(net).load_state_dict(good)
         # Momentum and Adam moments carry the divergence (often as NaN).
         net.optimizer_.state.clear()
         old = self._lr_scale

@@ -26,7 +26,8 @@ def fingerprint(X, y, estimator_params, net):
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(X).tobytes())
     digest.update(np.ascontiguousarray(y).tobytes())
-    skip = {"callbacks", "verbose", "train_split"}
+    # An Accelerator (skorch.hf.AccelerateMixin) is not a setting: its repr is an address.
+    skip = {"callbacks", "verbose", "train_split", "accelerator"}
     net_params = {k: repr(v) for k, v in net.get_params(deep=False).items()
                   if k not in skip and not k.startswith("_")}
     settings = {k: repr(v) for k, v in estimator_params.items() if k not in ("net", "verbose")}
