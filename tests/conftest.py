@@ -3,6 +3,7 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
+from skorch.callbacks import Callback
 
 from sksnapshot import default_classifier_net
 
@@ -25,3 +26,20 @@ def data():
         random_state=0,
     )
     return StandardScaler().fit_transform(X), y
+
+
+class InterruptAt(Callback):
+    """Raise KeyboardInterrupt (as Ctrl-C would) before the given training batch."""
+
+    def __init__(self, at_batch=0):
+        self.at_batch = at_batch
+
+    def initialize(self):
+        self.seen_ = 0
+        return self
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:
+            if self.seen_ == self.at_batch:
+                raise KeyboardInterrupt
+            self.seen_ += 1

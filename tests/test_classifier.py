@@ -23,7 +23,7 @@ from sksnapshot import (
 )
 from sksnapshot._data import validation_split
 
-from .conftest import tiny_net
+from .conftest import InterruptAt, tiny_net
 
 
 def fit(X, y, net=None, **kwargs):
@@ -371,21 +371,6 @@ def test_a_net_pickled_on_cuda_loads_on_cpu(data):
 
 
 # -- interruption --------------------------------------------------------------------
-
-class InterruptAt(Callback):
-    def __init__(self, at_batch=0):
-        self.at_batch = at_batch
-
-    def initialize(self):
-        self.seen_ = 0
-        return self
-
-    def on_batch_begin(self, net, training=False, **kwargs):
-        if training:
-            if self.seen_ == self.at_batch:
-                raise KeyboardInterrupt
-            self.seen_ += 1
-
 
 def test_ctrl_c_keeps_the_snapshots_taken_so_far(data):
     X, y = data

@@ -7,7 +7,7 @@ from skorch.callbacks import Callback
 
 from sksnapshot import SnapshotEnsembleClassifier, cosine_annealing_lr
 
-from .conftest import tiny_net
+from .conftest import InterruptAt, tiny_net
 
 
 class FlakyLoss(torch.nn.CrossEntropyLoss):
@@ -94,21 +94,6 @@ def test_the_guard_can_be_turned_off_and_stays_quiet_on_healthy_runs(data, recwa
     X, y = data
     fit(X, y, tiny_net(lr=0.3, max_epochs=10), validation_fraction=0.2)
     assert not [w for w in recwarn if "diverged" in str(w.message)]
-
-
-class InterruptAt(Callback):
-    def __init__(self, at_batch=0):
-        self.at_batch = at_batch
-
-    def initialize(self):
-        self.seen_ = 0
-        return self
-
-    def on_batch_begin(self, net, training=False, **kwargs):
-        if training:
-            if self.seen_ == self.at_batch:
-                raise KeyboardInterrupt
-            self.seen_ += 1
 
 
 @pytest.mark.parametrize("at_batch", [13, 16])
