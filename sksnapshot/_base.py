@@ -28,6 +28,19 @@ from ._selection import SELECTIONS, WEIGHTINGS
 
 _CALLBACK_NAME = "snapshots"
 
+# What the default nets of both estimators share (the paper's optimizer, a quiet
+# net, no split of its own); each adds its criterion and peak learning rate.
+DEFAULT_NET_PARAMS = {
+    "optimizer": torch.optim.SGD,
+    "optimizer__momentum": 0.9,
+    "optimizer__nesterov": True,
+    "max_epochs": 50,
+    "batch_size": 128,
+    "iterator_train__shuffle": True,
+    "train_split": None,
+    "verbose": 0,
+}
+
 
 def _quiet(*args, **kwargs):
     """The print-log sink of a net trained with ``verbose=0``."""

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
-from ._schedules import cycle_boundaries, resolve_schedule
+from ._schedules import resolve_schedule
 
 __all__ = ["CyclicSnapshots", "copy_state_dict"]
 

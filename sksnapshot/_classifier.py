@@ -7,7 +7,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 from skorch import NeuralNetClassifier
 
-from ._base import BaseSnapshotEnsemble
+from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._modules import MLPModule
 from ._selection import disagreement_matrix, member_scores, select_members
 
@@ -39,19 +39,8 @@ def default_classifier_net(module=MLPModule):
     >>> net.max_epochs, net.lr
     (50, 0.1)
     """
-    return NeuralNetClassifier(
-        module,
-        criterion=torch.nn.CrossEntropyLoss,
-        optimizer=torch.optim.SGD,
-        optimizer__momentum=0.9,
-        optimizer__nesterov=True,
-        lr=0.1,
-        max_epochs=50,
-        batch_size=128,
-        iterator_train__shuffle=True,
-        train_split=None,
-        verbose=0,
-    )
+    return NeuralNetClassifier(module, criterion=torch.nn.CrossEntropyLoss, lr=0.1,
+                               **DEFAULT_NET_PARAMS)
 
 
 def _normalise(proba):

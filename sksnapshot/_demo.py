@@ -85,7 +85,7 @@ def run(max_epochs=60, lr=0.3, n_snapshots=5, seeds=(0, 1, 2), print_fn=print):
                 seconds,
             ))
     print_fn("")
-    print_fn(f"| method | test accuracy | test log-loss | fit time (median, s) |")
+    print_fn("| method | test accuracy | test log-loss | fit time (median, s) |")
     print_fn("|---|---|---|---|")
     for name, results in rows.items():
         acc, nll, sec = np.array(results).T

@@ -15,11 +15,11 @@ from collections import OrderedDict
 import numpy as np
 import sklearn
 import skorch
-from sklearn.base import clone
-from sklearn.utils.validation import check_is_fitted
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from sklearn.base import clone
+from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
 
 from . import __version__

@@ -7,7 +7,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import validate_data
 from skorch import NeuralNetRegressor
 
-from ._base import BaseSnapshotEnsemble
+from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._selection import REGRESSION_SELECTIONS, regression_member_scores, select_regression_members
 
@@ -46,15 +46,8 @@ def default_regressor_net(module=MLPRegressorModule, gaussian=False):
     return NeuralNetRegressor(
         module,
         criterion=GaussianNLLCriterion if gaussian else torch.nn.MSELoss,
-        optimizer=torch.optim.SGD,
-        optimizer__momentum=0.9,
-        optimizer__nesterov=True,
         lr=0.05,
-        max_epochs=50,
-        batch_size=128,
-        iterator_train__shuffle=True,
-        train_split=None,
-        verbose=0,
+        **DEFAULT_NET_PARAMS,
         **extra,
     )
 
