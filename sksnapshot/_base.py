@@ -1,59 +1,68 @@
-"""Training and member bookkeeping shared by the snapshot-ensemble estimators."""
+"""Fit orchestration and member bookkeeping shared by the snapshot-ensemble estimators."""
 
-import inspect
-import json
 import os
 import warnings
 from collections import OrderedDict
+from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import LRScheduler
-from skorch.dataset import Dataset
-from skorch.helper import predefined_split
-from skorch.history import History
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
+from skorch.dataset import unpack_data
+from skorch.utils import is_dataset, to_tensor
 from torch.optim.swa_utils import update_bn
 
-from ._callbacks import CyclicSnapshots, copy_state_dict
+from ._callbacks import copy_state_dict
 from ._checkpoint import CheckpointDir, fingerprint
-from ._data import torch_seed, validation_split
-from ._distributed import picklable_state, without_accelerator
+from ._data import (
+    check_inputs,
+    dataset_targets,
+    is_nd_input,
+    n_samples,
+    take_rows,
+    validation_split,
+)
+from ._distributed import picklable_state
+from ._inference import runner_for
 from ._schedules import SCHEDULES
 from ._selection import SELECTIONS, WEIGHTINGS
+from ._training import DEFAULT_NET_PARAMS, build_net, first_rows, train_once
 
-_CALLBACK_NAME = "snapshots"
-
-# What the default nets of both estimators share (the paper's optimizer, a quiet
-# net, no split of its own); each adds its criterion and peak learning rate.
-DEFAULT_NET_PARAMS = {
-    "optimizer": torch.optim.SGD,
-    "optimizer__momentum": 0.9,
-    "optimizer__nesterov": True,
-    "max_epochs": 50,
-    "batch_size": 128,
-    "iterator_train__shuffle": True,
-    "train_split": None,
-    "verbose": 0,
-}
+__all__ = ["BaseSnapshotEnsemble", "DEFAULT_NET_PARAMS"]
 
 
-def _quiet(*args, **kwargs):
-    """The print-log sink of a net trained with ``verbose=0``."""
+class _ForwardInputs(torch.nn.Module):
+    """Calls a module as skorch's ``infer`` does: a dict of inputs as keyword arguments."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(**x) if isinstance(x, Mapping) else self.module(x)
 
 
 class BaseSnapshotEnsemble(BaseEstimator):
     """Train one skorch net through M learning-rate cycles and keep M snapshots.
 
-    Subclasses say which skorch class they wrap (``_net_class``), how to build
-    a default net around a module (``_default_net``), which data-dependent
-    module arguments they fill in, how one member predicts
-    (``_member_predict``) and how members are chosen on validation rows
-    (``_choose_members``).
+    The contract with a subclass, all class attributes or methods:
+
+    - ``_net_class``, ``_default_module``, ``_default_net``: the skorch class
+      it wraps and how a default net is built around a module;
+    - ``_validate_targets(y)``: validated training targets, ready for skorch,
+      and the module arguments they imply (``n_classes``, ``n_outputs``);
+      sets the target-related fitted attributes;
+    - ``_stratify(y)``: the labels to stratify the validation split on, or None;
+    - ``_encode_targets(y)``: targets of new labelled rows (``select``);
+    - ``_expected_output_width()`` and ``_output_width_reason()``: the module's
+      output width, checked before training;
+    - ``_choose_members(outputs, y, n_members)``: members and weights from the
+      members' outputs on validation rows (also setting ``validation_scores_``),
+      and ``_clear_validation_results()`` when there are none.
     """
 
     _parameter_constraints = {
@@ -92,64 +101,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
         # a process that cannot find them (a joblib/Dask/Ray worker) says what to do.
         return picklable_state(super().__getstate__())
 
-    # -- building the net -------------------------------------------------
-    def _build_net(self, data_kwargs):
-        """Clone the template (or build the default net) and fill in data sizes."""
-        net = self.net
-        if net is None:
-            net = self._default_net(self._default_module)
-        elif isinstance(net, torch.nn.Module) or (
-            isinstance(net, type) and issubclass(net, torch.nn.Module)
-        ):
-            net = self._default_net(net)
-        elif not isinstance(net, self._net_class):
-            raise InvalidParameterError(
-                f"The 'net' parameter of {type(self).__name__} must be None, a "
-                f"skorch {self._net_class.__name__}, or a torch.nn.Module subclass "
-                f"or instance; got {net!r}."
-            )
-        net = clone(net)
-
-        # Fill in e.g. n_features/n_classes only where the module's constructor
-        # takes them and the user left them unset.
-        if isinstance(net.module, type):
-            accepted = inspect.signature(net.module).parameters
-            given = net.get_params(deep=False)
-            fill = {f"module__{name}": value for name, value in data_kwargs.items()
-                    if name in accepted and f"module__{name}" not in given}
-            net.set_params(**fill)
-
-        for name, callback in self._user_callbacks(net):
-            if isinstance(callback, LRScheduler) or (
-                isinstance(callback, type) and issubclass(callback, LRScheduler)
-            ):
-                raise ValueError(
-                    f"The net has its own learning-rate scheduler callback ({name!r}). "
-                    f"{type(self).__name__} sets the learning rate of every batch "
-                    "itself; remove the LRScheduler from the net's callbacks."
-                )
-            if name == _CALLBACK_NAME:
-                raise ValueError(
-                    f"The callback name {_CALLBACK_NAME!r} is reserved by "
-                    f"{type(self).__name__}; rename the net's callback."
-                )
-        return net
-
-    @staticmethod
-    def _user_callbacks(net):
-        for i, item in enumerate(net.callbacks or []):
-            if isinstance(item, (tuple, list)):
-                yield item[0], item[1]
-            else:
-                yield getattr(item, "__name__", type(item).__name__) + f"[{i}]", item
-
-    # -- training -----------------------------------------------------------
-    def _fit_snapshots(self, X, y, data_kwargs, stratify):
-        """Train once and store ``net_``, ``snapshots_`` and ``members_``.
-
-        ``stratify`` holds the labels to stratify the validation split on, or
-        None for a plain random split.
-        """
+    def _check_member_settings(self):
+        """The checks of ``n_members`` against the other settings, for fit and select."""
         if self.n_members is not None and self.n_members > self.n_snapshots:
             raise ValueError(
                 f"n_members={self.n_members} cannot exceed n_snapshots={self.n_snapshots}."
@@ -159,49 +112,89 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 f"selection='all' uses every snapshot; got n_members={self.n_members}. "
                 "Use selection='last' (or another strategy) to keep fewer."
             )
+
+    # -- input ----------------------------------------------------------------
+    def _validate_fit_inputs(self, X, y, **y_params):
+        """Validate training inputs and targets as skorch takes them.
+
+        2-D array-likes are validated together with ``y`` by scikit-learn's
+        ``validate_data``; other inputs by :func:`~sksnapshot._data.check_inputs`,
+        with ``y`` read from a Dataset when not given.
+        """
+        if y is None and not is_dataset(X):
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None "
+                "(only a torch Dataset X can carry its own targets)."
+            )
+        if not is_nd_input(X):
+            X, y = validate_data(self, X, y, dtype=np.float32, **y_params)
+            X = np.require(X, requirements=["C", "W"])
+            self.sample_shape_ = tuple(X.shape[1:])
+            return X, y
+        X = check_inputs(self, X, reset=True)
+        if y is None:
+            y = dataset_targets(X)
+        y = validate_data(self, y=y, **y_params)
+        check_consistent_length(np.arange(n_samples(X)), y)
+        return X, y
+
+    def _validate_X_predict(self, X):
+        check_is_fitted(self, "snapshots_")
+        return check_inputs(self, X, reset=False)
+
+    def _labelled_rows(self, X, y):
+        """New labelled rows (``select``, ``X_valid``): inputs and encoded targets."""
+        X = self._validate_X_predict(X)
+        if y is None:
+            if not is_dataset(X):
+                raise ValueError("y is required unless X is a torch Dataset with targets.")
+            y = dataset_targets(X)
+        if len(y) != n_samples(X):
+            what = "labels" if hasattr(self, "classes_") else "targets"
+            raise ValueError(f"X has {n_samples(X)} rows but y has {len(y)} {what}.")
+        return X, self._encode_targets(y)
+
+    # -- training -----------------------------------------------------------
+    def _fit(self, X, y, X_valid=None, y_valid=None, **y_params):
+        """Validate, train once and choose members: the body of every ``fit``."""
+        self._check_member_settings()
+        X, y = self._validate_fit_inputs(X, y, **y_params)
+        y, data_kwargs = self._validate_targets(y)
+        if isinstance(X, np.ndarray) and X.ndim == 2:  # a width only makes sense for 2-D rows
+            data_kwargs["n_features"] = X.shape[1]
+
         rng = check_random_state(self.random_state)
-        strata = stratify if stratify is not None else np.zeros(len(y), dtype=np.int64)
-        train, valid = validation_split(strata, self.validation_fraction, rng)
+        n = n_samples(X)
+        if X_valid is not None:
+            split = (np.arange(n), np.arange(0))
+        else:
+            strata = self._stratify(y)
+            strata = strata if strata is not None else np.zeros(n, dtype=np.int64)
+            split = validation_split(strata, self.validation_fraction, rng)
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
 
-        net = self._build_net(data_kwargs)
-        checkpoint = progress = None
+        net = build_net(self, data_kwargs)
+        checkpoint = None
         if self.checkpoint_dir is not None:
             digest = fingerprint(X, y, self.get_params(deep=False), net)
-            checkpoint = CheckpointDir(self.checkpoint_dir, digest,
-                                       extra={"train": torch.as_tensor(train),
-                                              "valid": torch.as_tensor(valid)})
-            progress = checkpoint.load()
-            if progress is not None:  # the split of the run being resumed
-                train, valid = progress["train"].numpy(), progress["valid"].numpy()
-                checkpoint.extra = {"train": progress["train"], "valid": progress["valid"]}
-        collector = CyclicSnapshots(self.n_snapshots, min_lr=self.min_lr, schedule=self.schedule,
-                                    checkpoint=checkpoint)
-        quiet = {}
-        if not self.verbose and net.get_params(deep=False).get(
-                "callbacks__print_log__sink", "auto") == "auto":
-            # skorch's PrintLog ignores verbose=0 when its sink is not builtins.print:
-            # Accelerate's accelerator.print, or print after Ray's joblib backend
-            # replaced builtins.print. A sink that prints nothing keeps the net quiet.
-            quiet = {"callbacks__print_log__sink": _quiet}
-        net.set_params(
-            callbacks=list(net.callbacks or []) + [(_CALLBACK_NAME, collector)],
-            train_split=predefined_split(Dataset(X[valid], y[valid])) if len(valid) else None,
-            verbose=self.verbose,
-            **quiet,
-        )
-        with torch_seed(seed):
-            net.initialize()
-            self._check_module_output(net, X[:2])
-            epochs = net.max_epochs
-            if progress is not None:
-                epochs -= self._resume(net, collector, progress)
-            # skorch swallows KeyboardInterrupt inside partial_fit; whatever
-            # snapshots were taken until then are kept below.
-            net.partial_fit(X[train], y[train], epochs=epochs)
-            # A net with skorch.hf.AccelerateMixin predicts and pickles without it.
-            self._keep_snapshots(without_accelerator(net, self._net_class))
-            self._select(X[valid], y[valid], X[train])
+            checkpoint = CheckpointDir(self.checkpoint_dir, digest, split)
+            split = checkpoint.split  # a resumed run keeps its own split
+        train_idx, valid_idx = split
+        train = take_rows(X, y, train_idx)
+        if X_valid is not None:
+            X_v, y_v = self._labelled_rows(X_valid, y_valid)
+            valid = (X_v, y_v) if not is_dataset(X_v) else take_rows(X_v, y_v, np.arange(len(y_v)))
+        else:
+            valid = take_rows(X, y, valid_idx) if len(valid_idx) else None
+            y_v = y[valid_idx]
+
+        def check_output(net):
+            self._check_module_output(net, first_rows(net, train[0]))
+
+        net, record = train_once(self, net, train, valid, seed=seed, checkpoint=checkpoint,
+                                 on_initialized=check_output)
+        self._keep(net, record)
+        self._select(None if valid is None else valid[0], y_v, train[0])
         if self.verbose:
             print(f"{type(self).__name__}: {len(self.snapshots_)} snapshots in "
                   f"{self.n_iter_} iterations; members {self.members_.tolist()} with "
@@ -209,31 +202,12 @@ class BaseSnapshotEnsemble(BaseEstimator):
                   + (", averaged into one model." if self.combine == "weights" else "."))
         return self
 
-    @staticmethod
-    def _resume(net, collector, progress):
-        """Put a fresh net back in the state of the checkpoint; return epochs done."""
-        net.module_.load_state_dict(progress["module"])
-        net.optimizer_.load_state_dict(progress["optimizer"])
-        net.history = History(json.loads(progress["history"]))
-        collector.restore(progress["callback"], progress["snapshots"])
-        torch.set_rng_state(progress["rng"])
-        if progress["cuda_rng"]:
-            torch.cuda.set_rng_state_all(progress["cuda_rng"])
-        return progress["epochs_done"]
-
-    def _keep_snapshots(self, net):
-        """Move the snapshots from the callback to the estimator."""
-        collector = dict(net.callbacks_)[_CALLBACK_NAME]
-        snapshots = collector.snapshots_
-        # The ensemble owns the snapshots; the callback keeps no second copy
-        # (nor the initial weights it kept for the divergence guard).
-        collector.snapshots_ = []
-        collector._initial_state = None
-        interrupted = collector.iteration_ < collector.n_iter_
-        if not snapshots:
-            if not interrupted and collector.divergences_:
+    def _keep(self, net, record):
+        """The fitted attributes of one training run's record."""
+        if not record.snapshots:
+            if not record.interrupted and record.divergences:
                 raise RuntimeError(
-                    f"Every learning-rate cycle diverged ({len(collector.divergences_)} "
+                    f"Every learning-rate cycle diverged ({len(record.divergences)} "
                     "divergences; see the warnings), so no usable snapshot was taken. "
                     "Lower the net's lr, standardise the features (for regression also the "
                     "targets, e.g. with TransformedTargetRegressor) or check the data."
@@ -242,31 +216,33 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 "Training stopped before the first learning-rate cycle ended, so no "
                 "snapshot was taken and there is no ensemble to return."
             )
-        if interrupted:
+        if record.interrupted:
             warnings.warn(
-                f"Training stopped after {len(snapshots)} of {self.n_snapshots} "
-                f"cycles (iteration {collector.iteration_} of {collector.n_iter_}); "
-                f"the ensemble keeps the {len(snapshots)} snapshots taken.",
-                RuntimeWarning,
+                f"Training stopped after {len(record.snapshots)} of {self.n_snapshots} "
+                f"cycles (iteration {record.n_iter} of {record.n_iter_planned}); "
+                f"the ensemble keeps the {len(record.snapshots)} snapshots taken.",
+                RuntimeWarning, stacklevel=3,
             )
         self.net_ = net
-        self.snapshots_ = snapshots
-        self.snapshot_epochs_ = list(collector.snapshot_epochs_)
-        self.divergences_ = list(collector.divergences_)
-        self.n_iter_ = collector.iteration_
+        self.snapshots_ = record.snapshots
+        self.snapshot_epochs_ = record.snapshot_epochs
+        self.snapshot_iterations_ = record.snapshot_iterations
+        self.divergences_ = record.divergences
+        self.n_iter_ = record.n_iter
+        self.n_iter_planned_ = record.n_iter_planned
 
     def _select(self, X_valid, y_valid, X_bn):
         """Choose members and weights on validation rows; average weights if asked.
 
-        Without validation rows the last ``n_members`` snapshots are used with
-        equal weights. ``X_bn`` are the rows that re-estimate BatchNorm
-        statistics of a weight-averaged model.
+        Without validation rows (``X_valid`` None) the last ``n_members``
+        snapshots are used with equal weights. ``X_bn`` are the rows that
+        re-estimate BatchNorm statistics of a weight-averaged model.
         """
         n_members = self.n_members
         if n_members is not None and n_members > len(self.snapshots_):
             n_members = len(self.snapshots_)  # an interrupted fit has fewer snapshots
-        if len(X_valid):
-            outputs = np.stack(list(self._predict_states(X_valid, self.snapshots_)))
+        if X_valid is not None:
+            outputs = self._member_outputs(X_valid, self.snapshots_)
             self.members_, self.weights_ = self._choose_members(outputs, y_valid, n_members)
         else:
             if self.selection not in ("last", "all") or self.weighting != "uniform":
@@ -274,7 +250,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
                     f"selection={self.selection!r} with weighting={self.weighting!r} needs "
                     "validation rows (validation_fraction > 0, or call select(X, y)); "
                     "using the last n_members snapshots with equal weights.",
-                    UserWarning,
+                    UserWarning, stacklevel=3,
                 )
             self._clear_validation_results()
             k = len(self.snapshots_) if n_members is None else n_members
@@ -298,15 +274,17 @@ class BaseSnapshotEnsemble(BaseEstimator):
             else:  # integer buffers, e.g. BatchNorm's num_batches_tracked
                 averaged[key] = first.clone()
         net, module = self.net_, self.net_.module_
+        device = net.device
+        batches = (to_tensor(unpack_data(batch)[0], device=device)
+                   for batch in net.get_iterator(net.get_dataset(X_bn), training=False))
         try:
             module.load_state_dict(averaged)
-            loader = net.get_iterator(net.get_dataset(X_bn), training=False)
-            update_bn(loader, module, device=net.device)
+            update_bn(batches, _ForwardInputs(module))
             return copy_state_dict(module)
         finally:
             module.load_state_dict(self.snapshots_[-1])
 
-    def _check_module_output(self, net, X_few):
+    def _check_module_output(self, net, x_few):
         """Fail before training when the module's output width is wrong."""
         expected = self._expected_output_width()
         module = net.module_
@@ -314,7 +292,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         module.eval()
         try:
             with torch.no_grad():
-                out = net.infer(torch.as_tensor(X_few).to(net.device))
+                out = net.infer(x_few)
         finally:
             module.train(was_training)
         out = out[0] if isinstance(out, (tuple, list)) else out
@@ -322,12 +300,12 @@ class BaseSnapshotEnsemble(BaseEstimator):
         if width != expected:
             raise ValueError(
                 f"The module returns outputs of shape {tuple(out.shape)} for "
-                f"{len(X_few)} rows, but {type(self).__name__} needs "
+                f"{len(out)} rows, but {type(self).__name__} needs "
                 f"(n_rows, {expected}) here ({self._output_width_reason()})."
             )
 
     # -- choosing again ------------------------------------------------------
-    def select(self, X, y):
+    def select(self, X, y=None):
         """Choose members and weights again on new labelled rows, without training.
 
         Applies the current ``selection``, ``n_members``, ``weighting`` and
@@ -338,11 +316,12 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, dict of arrays or torch Dataset
             Labelled rows to choose on (not training rows, or the choice
-            favours over-fitted snapshots).
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Their targets (for a classifier, labels among ``classes_``).
+            favours over-fitted snapshots), of the kind ``fit`` accepts.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+            Their targets (for a classifier, labels among ``classes_``); may be
+            None when ``X`` is a Dataset whose items carry them.
 
         Returns
         -------
@@ -350,35 +329,21 @@ class BaseSnapshotEnsemble(BaseEstimator):
             With new ``members_``, ``weights_``, ``validation_scores_`` and
             ``averaged_state_``.
         """
-        X = self._validate_X_predict(X)
-        if len(y) != len(X):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels.")
-        y = self._encode_targets(y)
+        X, y = self._labelled_rows(X, y)
         self._validate_params()
-        if self.selection == "all" and self.n_members is not None:
-            raise ValueError("selection='all' uses every snapshot; set n_members=None.")
+        self._check_member_settings()
         self._select(X, y, X)
         return self
 
-    def _validate_X_predict(self, X):
-        check_is_fitted(self, "snapshots_")
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        return np.require(X, requirements=["C", "W"])
-
     # -- prediction -----------------------------------------------------------
-    def _predict_states(self, X, states):
-        """Yield the prediction for ``X`` of each state dict, one at a time.
+    def _member_outputs(self, X, states):
+        """Every state's outputs on ``X``: shape ``(n_states, n_rows, n_outputs)``."""
+        return runner_for(self.net_).each(X, states)
 
-        The states take turns in the trained net's module (copied to its
-        device); afterwards the module holds the last snapshot again.
-        """
-        module = self.net_.module_
-        try:
-            for state in states:
-                module.load_state_dict(state)
-                yield self._member_predict(X)
-        finally:
-            module.load_state_dict(self.snapshots_[-1])
+    def _weighted_outputs(self, X, transform=None):
+        """The weighted sum over the predicting members of ``transform(output)``, per row."""
+        states, weights = self._combined_states()
+        return runner_for(self.net_).weighted_sum(X, states, weights, transform)
 
     def _combined_states(self):
         """The states ``predict`` runs and their weights."""

@@ -3,6 +3,7 @@
 import math
 import warnings
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ from skorch.callbacks import Callback
 
 from ._schedules import resolve_schedule
 
-__all__ = ["CyclicSnapshots", "copy_state_dict"]
+__all__ = ["CyclicSnapshots", "SnapshotRecord", "copy_state_dict"]
 
 
 def copy_state_dict(module):
@@ -64,6 +65,38 @@ def _global_mean(net, value):
     return float(accelerator.reduce(tensor, reduction="mean").item())
 
 
+@dataclass
+class SnapshotRecord:
+    """What one training run hands to the estimator: its snapshots and how they came.
+
+    Attributes
+    ----------
+    snapshots : list of OrderedDict
+        The kept snapshots (CPU ``state_dict`` copies), oldest first.
+    snapshot_epochs : list of int
+        The (1-based) epoch in which each was taken.
+    snapshot_iterations : list of int
+        The (0-based) optimizer step after which each was taken.
+    divergences : list of dict
+        The divergences the guard handled.
+    n_iter_planned : int
+        Optimizer steps planned for the run.
+    n_iter : int
+        Optimizer steps taken (fewer after an interruption).
+    """
+
+    snapshots: list
+    snapshot_epochs: list
+    snapshot_iterations: list
+    divergences: list
+    n_iter_planned: int
+    n_iter: int
+
+    @property
+    def interrupted(self):
+        return self.n_iter < self.n_iter_planned
+
+
 def _all_finite(module):
     return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values()
                if t.is_floating_point())
@@ -115,7 +148,10 @@ class CyclicSnapshots(Callback):
     Attributes
     ----------
     snapshots_ : list of OrderedDict
-        The snapshots taken so far, oldest first.
+        The snapshots taken so far, oldest first (handed over, and emptied,
+        by :meth:`take_record`).
+    snapshot_iterations_ : list of int
+        The optimizer step after which each snapshot was taken.
     n_iter_ : int
         Optimizer steps planned for the whole training run.
     iteration_ : int
@@ -137,6 +173,7 @@ class CyclicSnapshots(Callback):
     def initialize(self):
         self.snapshots_ = []
         self.snapshot_epochs_ = []
+        self.snapshot_iterations_ = []
         self.divergences_ = []
         self.iteration_ = 0
         self.n_iter_ = None
@@ -149,8 +186,8 @@ class CyclicSnapshots(Callback):
         return self
 
     # -- resuming -----------------------------------------------------------
-    _PROGRESS = ("iteration_", "snapshot_epochs_", "divergences_", "_peaks", "_lr_scale",
-                 "_reference_loss", "_drop_cycle")
+    _PROGRESS = ("iteration_", "snapshot_epochs_", "snapshot_iterations_", "divergences_",
+                 "_peaks", "_lr_scale", "_reference_loss", "_drop_cycle")
 
     def progress_state(self):
         """What a resumed fit needs, besides the net's own state and the snapshots."""
@@ -161,6 +198,21 @@ class CyclicSnapshots(Callback):
         for name in self._PROGRESS:
             setattr(self, name, progress[name])
         self.snapshots_ = list(snapshots)
+
+    def take_record(self):
+        """Hand the run's :class:`SnapshotRecord` over; the callback keeps no copy.
+
+        The snapshots (and the initial weights kept for the divergence guard)
+        are released here, so the estimator owns the only copy.
+        """
+        record = SnapshotRecord(
+            snapshots=self.snapshots_, snapshot_epochs=list(self.snapshot_epochs_),
+            snapshot_iterations=list(self.snapshot_iterations_),
+            divergences=list(self.divergences_), n_iter_planned=self.n_iter_,
+            n_iter=self.iteration_)
+        self.snapshots_ = []
+        self._initial_state = None
+        return record
 
     # -- planning -----------------------------------------------------------
     def on_train_begin(self, net, X=None, y=None, **kwargs):
@@ -250,6 +302,7 @@ class CyclicSnapshots(Callback):
                 # predicts with all processes in step. Only the main one writes files.
                 self.snapshots_.append(copy_state_dict(_unwrapped_module(net)))
                 self.snapshot_epochs_.append(len(net.history))
+                self.snapshot_iterations_.append(self.iteration_)
                 self._snapshot_this_epoch = True
                 if self.checkpoint is not None and _is_main_process(net):
                     self.checkpoint.save_snapshot(len(self.snapshots_) - 1, self.snapshots_[-1])
@@ -267,6 +320,7 @@ class CyclicSnapshots(Callback):
                 # The cycle after it restarts from the restored weights below.
                 self.snapshots_.pop()
                 self.snapshot_epochs_.pop()
+                self.snapshot_iterations_.pop()
                 self._snapshot_this_epoch = False
             self._recover(net, self.iteration_ - 1, f"validation loss {valid_loss:.4g}",
                           drop_cycle=not popped)

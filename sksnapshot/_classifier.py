@@ -4,7 +4,6 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import validate_data
 from skorch import NeuralNetClassifier
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
@@ -198,23 +197,37 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     _default_net = staticmethod(default_classifier_net)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y=None, *, X_valid=None, y_valid=None):
         """Train the net once through ``n_snapshots`` cycles and keep the snapshots.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training rows; converted to float32.
-        y : array-like of shape (n_samples,)
-            Class labels of any type scikit-learn accepts.
+        X : array-like, dict of arrays or torch Dataset
+            Training samples, as skorch takes them: a 2-D array-like of shape
+            (n_samples, n_features) (validated by scikit-learn and converted to
+            float32); an array or tensor of rank >= 3 with samples first
+            (images, sequences; floats become float32, integers are kept); a
+            dict of such arrays (a module taking several inputs); or a
+            ``torch.utils.data.Dataset`` of ``(X, y)`` items.
+        y : array-like of shape (n_samples,), default=None
+            Class labels of any type scikit-learn accepts. May be None only
+            when ``X`` is a Dataset: its labels are then read from its
+            ``targets`` attribute (as torchvision's datasets have), a
+            ``TensorDataset``'s second tensor, or one pass over its items.
+        X_valid, y_valid : default=None
+            Rows to choose members on (and to report ``valid_loss``),
+            instead of holding out ``validation_fraction`` of ``X``; the same
+            kinds as ``X, y``. E.g. the validation images without the random
+            augmentation of the training Dataset.
 
         Returns
         -------
         self : SnapshotEnsembleClassifier
             The fitted ensemble.
         """
-        X, y = validate_data(self, X, y, dtype=np.float32)
-        X = np.require(X, requirements=["C", "W"])
+        return self._fit(X, y, X_valid, y_valid)
+
+    def _validate_targets(self, y):
         check_classification_targets(y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
@@ -222,22 +235,16 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
                 f"{type(self).__name__} needs samples of at least 2 classes in the "
                 f"data, but the data contain only one class: {self.classes_[0]!r}."
             )
-        y_encoded = y_encoded.astype(np.int64)
-        return self._fit_snapshots(
-            X,
-            y_encoded,
-            data_kwargs={"n_features": X.shape[1], "n_classes": len(self.classes_)},
-            stratify=y_encoded,
-        )
+        return y_encoded.reshape(-1).astype(np.int64), {"n_classes": len(self.classes_)}
+
+    def _stratify(self, y):
+        return y
 
     def _expected_output_width(self):
         return len(self.classes_)
 
     def _output_width_reason(self):
         return f"one output per class; classes: {self.classes_.tolist()}"
-
-    def _member_predict(self, X):
-        return self.net_.predict_proba(X)
 
     def _choose_members(self, probas, y, n_members):
         self.validation_scores_ = member_scores(probas, y)
@@ -268,17 +275,17 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to predict.
+        X : array-like, dict of arrays or torch Dataset
+            Samples to predict, of the kind and per-sample shape seen in ``fit``.
 
         Yields
         ------
         proba : ndarray of shape (n_samples, n_classes)
         """
         X = self._validate_X_predict(X)
-        states = [self.snapshots_[i] for i in self.members_]
+        probas = self._member_outputs(X, [self.snapshots_[i] for i in self.members_])
         total, weight = 0.0, 0.0
-        for w, proba in zip(self.weights_, self._predict_states(X, states)):
+        for w, proba in zip(self.weights_, probas):
             total = total + w * proba.astype(np.float64)
             weight += w
             yield self._check_finite(_normalise(total / weight))
@@ -288,8 +295,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to predict.
+        X : array-like, dict of arrays or torch Dataset
+            Samples to predict, of the kind and per-sample shape seen in ``fit``.
 
         Returns
         -------
@@ -298,9 +305,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
             ``classes_``.
         """
         X = self._validate_X_predict(X)
-        states, weights = self._combined_states()
-        probas = np.stack(list(self._predict_states(X, states))).astype(np.float64)
-        return self._check_finite(_normalise(np.average(probas, axis=0, weights=weights)))
+        return self._check_finite(_normalise(self._weighted_outputs(X)))
 
     def _check_finite(self, proba):
         """Never hand out NaN: name the rows instead."""
@@ -318,8 +323,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to predict.
+        X : array-like, dict of arrays or torch Dataset
+            Samples to predict, of the kind and per-sample shape seen in ``fit``.
 
         Returns
         -------

@@ -1,13 +1,28 @@
-"""Data helpers shared by the estimators: the held-out validation split, seeding."""
+"""Data helpers shared by the estimators: accepted inputs, the validation split, seeding."""
 
 import contextlib
 import math
+from collections.abc import Mapping
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import validate_data
+from skorch.dataset import Dataset as SkorchDataset
+from skorch.utils import is_dataset, multi_indexing
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    TensorDataset,
+)
 
-__all__ = ["validation_split", "torch_seed"]
+__all__ = ["validation_split", "torch_seed", "check_inputs", "n_samples", "dataset_targets",
+           "LabelledDataset", "take_rows", "batch_loader", "is_dict_input",
+           "is_nd_input"]
 
 
 def validation_split(y, fraction, rng):
@@ -67,3 +82,197 @@ def torch_seed(seed):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+# -- what the estimators accept -------------------------------------------------------
+def is_dict_input(X):
+    """A dict of input arrays (skorch's multi-input convention); sparse DOK matrices are not."""
+    return isinstance(X, Mapping) and not sp.issparse(X)
+
+
+def is_nd_input(X):
+    """Inputs that skip scikit-learn's 2-D validation: Datasets, dicts, arrays of rank >= 3."""
+    return is_dataset(X) or is_dict_input(X) or (_is_array(X) and X.ndim >= 3)
+
+
+def _is_array(X):
+    return isinstance(X, (np.ndarray, torch.Tensor))
+
+
+def _as_numeric_array(value, name, min_ndim):
+    """``value`` as a NumPy array of numbers: floats as float32, integers kept (e.g. token ids)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.ndim < min_ndim:
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimensions (samples first), got shape "
+            f"{array.shape}."
+        )
+    if array.dtype.kind == "f":
+        array = array.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} contains NaN or infinity.")
+    elif array.dtype.kind not in "iub":
+        raise ValueError(f"{name} must hold numbers, got dtype {array.dtype}.")
+    if len(array) == 0:
+        raise ValueError(f"{name} has 0 samples; at least 1 is required.")
+    # torch.as_tensor warns on read-only arrays (e.g. memory maps) and needs strides it knows.
+    return np.require(array, requirements=["C", "W"])
+
+
+def _sample_shape(item):
+    """The per-sample shape of one input: a tuple, a dict of tuples, or None if unknown."""
+    if isinstance(item, Mapping):
+        return {key: _sample_shape(value) for key, value in item.items()}
+    shape = getattr(item, "shape", None)
+    return None if shape is None else tuple(int(s) for s in shape)
+
+
+def _dataset_sample_shape(dataset):
+    item = dataset[0]
+    return _sample_shape(item[0] if isinstance(item, (tuple, list)) else item)
+
+
+def _describe(shape):
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in shape.items()) + "}"
+    return str(shape)
+
+
+def check_inputs(estimator, X, *, reset):
+    """Validate ``X`` as skorch takes it; return it ready for training or prediction.
+
+    2-D array-likes go through scikit-learn's ``validate_data`` (float32,
+    feature names, ``n_features_in_``). Arrays and tensors of rank >= 3
+    (images, sequences) and dicts of arrays (multi-input modules) are checked
+    for numbers, finite values and equal numbers of rows; floats become
+    float32, integers are kept. A ``torch.utils.data.Dataset`` is used as it
+    is. The per-sample shape is remembered in ``fit`` (``sample_shape_``) and
+    checked at prediction.
+    """
+    if is_dataset(X):
+        if len(X) == 0:
+            raise ValueError("The Dataset X has 0 samples; at least 1 is required.")
+        shape = _dataset_sample_shape(X)
+    elif is_dict_input(X):
+        if not X:
+            raise ValueError("X is an empty dict; give at least one input array.")
+        X = {key: _as_numeric_array(value, f"X[{key!r}]", 1) for key, value in X.items()}
+        lengths = {key: len(value) for key, value in X.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"The arrays of the dict X have different numbers of rows: {lengths}.")
+        shape = _sample_shape({key: value[0] for key, value in X.items()})
+    elif _is_array(X) and X.ndim >= 3:
+        X = _as_numeric_array(X, "X", 3)
+        shape = tuple(X.shape[1:])
+    else:
+        X = validate_data(estimator, X, dtype=np.float32, reset=reset)
+        X = np.require(X, requirements=["C", "W"])
+        shape = tuple(X.shape[1:])
+    if reset:
+        if not (_is_array(X) and X.ndim == 2):
+            # n_features_in_ and feature names describe 2-D inputs only.
+            for name in ("n_features_in_", "feature_names_in_"):
+                estimator.__dict__.pop(name, None)
+        estimator.sample_shape_ = shape
+    else:
+        expected = getattr(estimator, "sample_shape_", None)
+        if shape is not None and expected is not None and shape != expected:
+            raise ValueError(
+                f"X has samples of shape {_describe(shape)}, but "
+                f"{type(estimator).__name__} was fitted on samples of shape "
+                f"{_describe(expected)}."
+            )
+    return X
+
+
+def n_samples(X):
+    """Number of rows of an input accepted by :func:`check_inputs`."""
+    if is_dict_input(X):
+        return len(next(iter(X.values())))
+    return X.shape[0] if sp.issparse(X) else len(X)
+
+
+def dataset_targets(dataset):
+    """The targets of a Dataset's items, without loading samples where it can.
+
+    A ``targets`` attribute (torchvision's datasets), a skorch Dataset's ``y``,
+    the second tensor of a ``TensorDataset`` and a ``Subset`` of any of these
+    are read directly; otherwise one pass over the items reads ``item[1]``.
+    """
+    if isinstance(dataset, Subset):
+        return np.asarray(dataset_targets(dataset.dataset))[np.asarray(dataset.indices)]
+    for found in (getattr(dataset, "targets", None),
+                  getattr(dataset, "y", None) if isinstance(dataset, SkorchDataset) else None,
+                  dataset.tensors[1] if isinstance(dataset, TensorDataset)
+                  and len(dataset.tensors) > 1 else None):
+        if found is not None:
+            return _to_numpy(found)
+    targets = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError(
+                "The Dataset's items are not (X, y) pairs, so its labels cannot be read; "
+                "pass them as y."
+            )
+        targets.append(_to_numpy(item[1]))
+    return np.stack(targets)
+
+
+def _to_numpy(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class LabelledDataset(torch.utils.data.Dataset):
+    """The inputs of ``dataset``'s items with the estimator's own (encoded) targets.
+
+    Lets a Dataset with labels of any type (or labels given as ``y``) train
+    with the encoded targets skorch needs, without copying any sample.
+    """
+
+    def __init__(self, dataset, y):
+        self.dataset = dataset
+        self.y = y
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        return (item[0] if isinstance(item, (tuple, list)) else item), self.y[i]
+
+
+def take_rows(X, y, indices):
+    """Rows ``indices`` of ``X`` and ``y`` as a skorch Dataset-ready pair, or one Dataset.
+
+    Arrays and dicts are indexed (a copy); a Dataset becomes a ``Subset`` of
+    a :class:`LabelledDataset` (no copy) and ``y`` None.
+    """
+    if is_dataset(X):
+        return Subset(LabelledDataset(X, y), np.asarray(indices).tolist()), None
+    return multi_indexing(X, indices), y[indices]
+
+
+# -- batches fetched whole --------------------------------------------------------------
+def batch_loader(dataset, batch_size=128, shuffle=False, drop_last=False, **kwargs):
+    """A ``DataLoader`` that fetches each batch of in-memory rows with one index array.
+
+    skorch's default ``Dataset`` indexes NumPy arrays, tensors and dicts of
+    them by any index array, so a ``BatchSampler`` as the sampler (and
+    ``batch_size=None``) replaces per-row ``__getitem__`` and collation by one
+    fancy-indexing step per batch. The random draws, hence the order of the
+    rows, are those of ``DataLoader(dataset, batch_size, shuffle)``. Other
+    datasets get that plain ``DataLoader``.
+    """
+    if type(dataset) is not SkorchDataset or is_dataset(dataset.X):
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                          drop_last=drop_last, **kwargs)
+    generator = kwargs.pop("generator", None)
+    sampler = (RandomSampler(dataset, generator=generator) if shuffle
+               else SequentialSampler(dataset))
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last),
+                      batch_size=None, **kwargs)

@@ -4,12 +4,12 @@ import numpy as np
 import torch
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import validate_data
 from skorch import NeuralNetRegressor
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._selection import REGRESSION_SELECTIONS, regression_member_scores, select_regression_members
+from ._training import build_net
 
 __all__ = ["SnapshotEnsembleRegressor", "default_regressor_net"]
 
@@ -119,33 +119,40 @@ divergences_, n_iter_, n_features_in_, feature_names_in_
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y=None, *, X_valid=None, y_valid=None):
         """Train the net once through ``n_snapshots`` cycles and keep the snapshots.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training rows; converted to float32.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets; converted to float32.
+        X : array-like, dict of arrays or torch Dataset
+            Training samples, of the kinds :meth:`SnapshotEnsembleClassifier.fit`
+            accepts.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+            Targets; converted to float32. May be None only when ``X`` is a
+            Dataset whose items carry them.
+        X_valid, y_valid : default=None
+            Rows to choose members on instead of holding out
+            ``validation_fraction`` of ``X``.
 
         Returns
         -------
         self : SnapshotEnsembleRegressor
             The fitted ensemble.
         """
-        X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True, y_numeric=True)
-        X = np.require(X, requirements=["C", "W"])
+        return self._fit(X, y, X_valid, y_valid, multi_output=True, y_numeric=True)
+
+    def _validate_targets(self, y):
+        y = np.asarray(y)
         self._single_output = y.ndim == 1
         y = np.require(y.reshape(len(y), -1), dtype=np.float32, requirements=["C", "W"])
         self.n_outputs_ = y.shape[1]
-        template = self.net if isinstance(self.net, NeuralNetRegressor) else None
-        criterion = None if template is None else template.criterion
+        # The criterion of the net that is trained, not of the template alone.
+        criterion = build_net(self, {}).criterion
         self.gaussian_ = isinstance(criterion, type) and issubclass(criterion, GaussianNLLCriterion)
-        return self._fit_snapshots(
-            X, y, data_kwargs={"n_features": X.shape[1], "n_outputs": self.n_outputs_},
-            stratify=None,
-        )
+        return y, {"n_outputs": self.n_outputs_}
+
+    def _stratify(self, y):
+        return None
 
     def _expected_output_width(self):
         return self.n_outputs_ * (2 if self.gaussian_ else 1)
@@ -155,17 +162,22 @@ divergences_, n_iter_, n_features_in_, feature_names_in_
             return f"a mean and a log-variance for each of {self.n_outputs_} targets"
         return f"one output per target; {self.n_outputs_} targets"
 
-    def _member_predict(self, X):
-        return self.net_.predict(X).reshape(len(X), -1)
-
     def _split(self, outputs):
-        """Members' (means, variances) from raw outputs; variances None without a head."""
+        """Members' (means, variances) from raw outputs, float64; variances None without a head.
+
+        Takes NumPy arrays or tensors (the streaming prediction path) alike.
+        """
         k = self.n_outputs_
-        if not self.gaussian_:
-            return outputs.astype(np.float64), None
-        bound = GaussianNLLCriterion.LOG_VAR_BOUND  # the variances the criterion trained
-        log_var = np.clip(outputs[..., k:].astype(np.float64), -bound, bound)
-        return outputs[..., :k].astype(np.float64), np.exp(log_var)
+        torch_in = isinstance(outputs, torch.Tensor)
+        outputs = outputs if torch_in else torch.as_tensor(outputs)
+        outputs = outputs.to(torch.float64)
+        means, variances = outputs[..., :k], None
+        if self.gaussian_:
+            bound = GaussianNLLCriterion.LOG_VAR_BOUND  # the variances the criterion trained
+            variances = outputs[..., k:].clamp(-bound, bound).exp()
+        if torch_in:
+            return means, variances
+        return means.numpy(), None if variances is None else variances.numpy()
 
     def _choose_members(self, outputs, y, n_members):
         means, variances = self._split(outputs)
@@ -188,8 +200,8 @@ divergences_, n_iter_, n_features_in_, feature_names_in_
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to predict.
+        X : array-like, dict of arrays or torch Dataset
+            Samples to predict, of the kind and per-sample shape seen in ``fit``.
         return_std : bool, default=False
             Also return the predictive standard deviation: the weighted spread
             of the members' means, plus (mean-variance members) their mean
@@ -203,16 +215,20 @@ divergences_, n_iter_, n_features_in_, feature_names_in_
             Only with ``return_std=True``.
         """
         X = self._validate_X_predict(X)
-        states, weights = self._combined_states()
-        means, variances = self._split(np.stack(list(self._predict_states(X, states))))
-        w = np.asarray(weights)[:, None, None]
-        mean = (w * means).sum(axis=0)
+        k = self.n_outputs_
+
+        def moments(out):
+            means, variances = self._split(out)
+            second = means ** 2 + (0.0 if variances is None else variances)
+            return torch.cat([means, second], dim=-1)
+
+        sums = self._weighted_outputs(X, moments)
+        mean, second = sums[:, :k], sums[:, k:]
         if not np.all(np.isfinite(mean)):
             raise ValueError("The members' predictions are not finite for some rows; these "
                              "inputs overflow the module (scale the features as for training).")
         squeeze = (lambda a: a[:, 0]) if self._single_output else (lambda a: a)
         if not return_std:
             return squeeze(mean)
-        second = means ** 2 + (0.0 if variances is None else variances)
-        std = np.sqrt(np.maximum((w * second).sum(axis=0) - mean ** 2, 0.0))
+        std = np.sqrt(np.maximum(second - mean ** 2, 0.0))
         return squeeze(mean), squeeze(std)

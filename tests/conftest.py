@@ -1,3 +1,6 @@
+import contextlib
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -43,3 +46,26 @@ class InterruptAt(Callback):
             if self.seen_ == self.at_batch:
                 raise KeyboardInterrupt
             self.seen_ += 1
+
+
+@contextlib.contextmanager
+def interrupted_at(at_batch):
+    """Ctrl-C before the given training batch, from outside the net's settings.
+
+    Unlike an ``InterruptAt`` callback, it leaves the net's callbacks (which a
+    checkpoint's fingerprint covers) unchanged, as a real Ctrl-C does.
+    """
+    from sksnapshot._callbacks import CyclicSnapshots
+
+    original = CyclicSnapshots.on_batch_begin
+    seen = [0]
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            if seen[0] == at_batch:
+                raise KeyboardInterrupt
+            seen[0] += 1
+        return original(self, net, batch=batch, training=training, **kwargs)
+
+    with mock.patch.object(CyclicSnapshots, "on_batch_begin", on_batch_begin):
+        yield

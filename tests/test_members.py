@@ -1,5 +1,7 @@
 """The estimator's choice and combination of members (selection, weights, SWA, schedules)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -26,7 +28,13 @@ def fitted(split):
 
 
 def _member_probas(clf, X):
-    return np.stack([p for p in clf._predict_states(clf._validate_X_predict(X), clf.snapshots_)])
+    """Each snapshot's probabilities through skorch's own predict_proba (a reference path)."""
+    net = copy.deepcopy(clf.net_)
+    probas = []
+    for state in clf.snapshots_:
+        net.module_.load_state_dict(state)
+        probas.append(net.predict_proba(X.astype(np.float32)))
+    return np.stack(probas)
 
 
 def test_validation_results_are_recorded(fitted):

@@ -7,7 +7,7 @@ from skorch.callbacks import Callback
 
 from sksnapshot import SnapshotEnsembleClassifier, cosine_annealing_lr
 
-from .conftest import InterruptAt, tiny_net
+from .conftest import interrupted_at, tiny_net
 
 
 class FlakyLoss(torch.nn.CrossEntropyLoss):
@@ -103,10 +103,8 @@ def test_an_interrupted_fit_resumes_to_the_same_snapshots(data, tmp_path, at_bat
     reference = fit(X, y, tiny_net(module__dropout=0.2), **kwargs,
                     checkpoint_dir=tmp_path / "reference")
     directory = tmp_path / "interrupted"
-    with pytest.warns(RuntimeWarning, match="Training stopped after"):
-        partial = fit(X, y, tiny_net(module__dropout=0.2,
-                                     callbacks=[("stop", InterruptAt(at_batch))]),
-                      **kwargs, checkpoint_dir=directory)
+    with pytest.warns(RuntimeWarning, match="Training stopped after"), interrupted_at(at_batch):
+        partial = fit(X, y, tiny_net(module__dropout=0.2), **kwargs, checkpoint_dir=directory)
     assert len(partial.snapshots_) < 3
     assert sorted(p.name for p in directory.iterdir())[-1] == "snapshot_001.pt"
     resumed = fit(X, y, tiny_net(module__dropout=0.2), **kwargs, checkpoint_dir=directory)

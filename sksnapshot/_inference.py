@@ -1,0 +1,214 @@
+"""The one inference path of both estimators: every member, batch by batch, nothing mutated.
+
+Every prediction (``predict``, ``predict_proba``, ``staged_predict_proba``,
+``predict_uncertainty``, ``select`` and the member choice inside ``fit``) runs
+here. The rows are read once, in large batches; each batch goes through every
+member with :func:`torch.func.functional_call` on a *replica* of the trained
+module whose own parameters live on the ``meta`` device (they take no memory:
+every call supplies the member's tensors). A replica serves one call at a time,
+so calls from many threads never see each other's weights, and the trained
+module itself is never touched.
+"""
+
+import copy
+import itertools
+import math
+import queue
+import threading
+import weakref
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.dataset import unpack_data
+from skorch.utils import is_dataset, multi_indexing, to_tensor
+
+from ._data import is_dict_input, n_samples
+
+__all__ = ["MemberRunner", "runner_for", "inference_batch_size"]
+
+# Inference keeps no activations for a backward pass, so batches can be far
+# larger than the training batch; bounded by the bytes of the input batch
+# (benchmarks/speed.py measures the choice).
+_MAX_BATCH_ROWS = 4096
+_MAX_BATCH_BYTES = 16 * 2**20
+
+
+def _meta_replica(module):
+    """A deep copy of ``module`` whose state tensors are weightless ``meta`` tensors.
+
+    Non-persistent buffers (not in the state dict, so not in a snapshot) are
+    shared with the original: they are constants the forward pass reads.
+    """
+    in_state = {id(t) for t in module.state_dict(keep_vars=True).values()}
+    memo = {}
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        if id(tensor) in in_state:
+            meta = torch.empty_like(tensor, device="meta")
+            if isinstance(tensor, torch.nn.Parameter):
+                meta = torch.nn.Parameter(meta, requires_grad=tensor.requires_grad)
+            memo[id(tensor)] = meta
+        else:
+            memo[id(tensor)] = tensor
+    return copy.deepcopy(module, memo).eval()
+
+
+def inference_batch_size(net, X):
+    """Rows per inference batch: the net's ``iterator_valid__batch_size`` if set, else large.
+
+    The default is the most rows (up to 4096) whose input fits in 16 MiB, and
+    never fewer than the training batch size (which fits with gradients).
+    """
+    given = net.get_params_for("iterator_valid").get("batch_size")
+    if given is not None:
+        return given if given > 0 else max(n_samples(X), 1)
+    row_bytes = _row_bytes(X)
+    rows = _MAX_BATCH_ROWS if row_bytes is None else _MAX_BATCH_BYTES // max(row_bytes, 1)
+    return int(max(min(rows, _MAX_BATCH_ROWS), net.batch_size if net.batch_size > 0 else 1))
+
+
+def _row_bytes(X):
+    if is_dataset(X):
+        return None
+    values = X.values() if is_dict_input(X) else [X]
+    total = 0
+    for value in values:
+        n = max(len(value), 1)
+        nbytes = getattr(value, "nbytes", None)
+        if nbytes is None:
+            return None
+        total += math.ceil(nbytes / n)
+    return total
+
+
+class MemberRunner:
+    """Run the members of a fitted ensemble on rows, from any number of threads.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        The trained net. Its device, ``predict_nonlinearity``, validation
+        iterator (for Datasets) and, when its class overrides ``infer``, its
+        ``infer`` are honoured.
+    """
+
+    def __init__(self, net):
+        self.net = net
+        self.module = net.module_
+        self.device = torch.device(net.device if net.device is not None else "cpu")
+        self.nonlinearity = net._get_predict_nonlinearity()
+        # A net with its own ``infer`` needs its own module: such calls take turns.
+        self._custom_infer = type(net).infer is not NeuralNet.infer
+        self._lock = threading.Lock()
+        self._replicas = queue.SimpleQueue()
+
+    # -- the rows, batch by batch ------------------------------------------------
+    def _batches(self, X, batch_size):
+        if is_dataset(X):
+            params = {**self.net.get_params_for("iterator_valid"), "batch_size": batch_size}
+            for batch in self.net.iterator_valid(X, **params):
+                yield unpack_data(batch)[0]
+            return
+        for start in range(0, n_samples(X), batch_size):
+            yield multi_indexing(X, slice(start, start + batch_size))
+
+    # -- one batch through one member ------------------------------------------------
+    def _acquire(self):
+        try:
+            return self._replicas.get_nowait()
+        except queue.Empty:
+            return _meta_replica(self.module)
+
+    def _forward(self, replica, state, x):
+        if self._custom_infer:
+            with self._lock:
+                original = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+                was_training = self.module.training
+                try:
+                    self.module.load_state_dict(state)
+                    self.module.eval()
+                    out = self.net.infer(x)
+                finally:
+                    self.module.load_state_dict(original)
+                    self.module.train(was_training)
+        elif isinstance(x, Mapping):
+            out = torch.func.functional_call(replica, state, (), dict(x))
+        else:
+            out = torch.func.functional_call(replica, state, (x,))
+        out = out[0] if isinstance(out, tuple) else out
+        return self.nonlinearity(out)
+
+    def _run(self, X, states, batch_size, consume):
+        """Call ``consume(rows, outputs)`` for each batch; ``outputs`` holds one tensor a member."""
+        # The members' tensors go to the device once per call; the snapshots stay on the CPU.
+        states = [{k: v.to(self.device) for k, v in state.items()} for state in states]
+        replica = None if self._custom_infer else self._acquire()
+        start = 0
+        try:
+            with torch.inference_mode():
+                for xb in self._batches(X, batch_size):
+                    x = to_tensor(xb, device=self.device)
+                    outputs = [self._forward(replica, state, x) for state in states]
+                    n = len(outputs[0])
+                    consume(slice(start, start + n), outputs)
+                    start += n
+        finally:
+            if replica is not None:
+                self._replicas.put(replica)
+        return start
+
+    # -- what the estimators ask for -----------------------------------------------
+    def weighted_sum(self, X, states, weights, transform=None, batch_size=None):
+        """``sum_m weights[m] * transform(output_m)`` for every row, as float64 NumPy.
+
+        Memory is that of one batch of outputs per member plus the result:
+        O(rows x outputs), not O(members x rows x outputs).
+        """
+        batch_size = batch_size or inference_batch_size(self.net, X)
+        weights = [float(w) for w in weights]
+        parts = []
+
+        def consume(rows, outputs):
+            total = None
+            for w, out in zip(weights, outputs):
+                out = out.to(torch.float64 if out.device.type != "mps" else torch.float32)
+                term = w * (out if transform is None else transform(out))
+                total = term if total is None else total + term
+            parts.append(total.cpu().numpy().astype(np.float64, copy=False))
+
+        self._run(X, states, batch_size, consume)
+        return _concatenate(parts)
+
+    def each(self, X, states, batch_size=None):
+        """Every member's outputs, shape ``(n_members, n_rows, ...)``, float32 NumPy."""
+        batch_size = batch_size or inference_batch_size(self.net, X)
+        parts = []
+
+        def consume(rows, outputs):
+            parts.append(torch.stack(outputs).cpu().numpy())
+
+        self._run(X, states, batch_size, consume)
+        if not parts:
+            return np.zeros((len(states), 0), dtype=np.float32)
+        return np.concatenate(parts, axis=1)
+
+
+def _concatenate(parts):
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0,), dtype=np.float64)
+
+
+# One runner per trained net, created on first use and dropped with the net: the
+# estimator's own attributes never change in predict (scikit-learn checks that).
+_RUNNERS = weakref.WeakKeyDictionary()
+_RUNNERS_LOCK = threading.Lock()
+
+
+def runner_for(net):
+    """The :class:`MemberRunner` of ``net`` (rebuilt if its module or device changed)."""
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(net)
+        device = torch.device(net.device if net.device is not None else "cpu")
+        if runner is None or runner.module is not net.module_ or runner.device != device:
+            runner = _RUNNERS[net] = MemberRunner(net)
+        return runner

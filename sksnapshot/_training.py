@@ -1,0 +1,150 @@
+"""One training run: build the skorch net from the template, train it, hand back a record.
+
+The estimator calls :func:`build_net` and :func:`train_once`; it never reads
+the :class:`~sksnapshot.CyclicSnapshots` callback's attributes: the run ends
+with one :class:`~sksnapshot._callbacks.SnapshotRecord`.
+"""
+
+import inspect
+
+import torch
+from sklearn.base import clone
+from sklearn.utils._param_validation import InvalidParameterError
+from skorch.callbacks import LRScheduler
+from skorch.dataset import unpack_data
+from skorch.helper import predefined_split
+from skorch.utils import is_dataset, multi_indexing, to_tensor
+from torch.utils.data import DataLoader, Subset
+
+from ._callbacks import CyclicSnapshots
+from ._data import batch_loader, torch_seed
+from ._distributed import without_accelerator
+
+__all__ = ["CALLBACK_NAME", "build_net", "train_once"]
+
+CALLBACK_NAME = "snapshots"
+
+# What the default nets of both estimators share (the paper's optimizer, a quiet
+# net, no split of its own); each adds its criterion and peak learning rate.
+DEFAULT_NET_PARAMS = {
+    "optimizer": torch.optim.SGD,
+    "optimizer__momentum": 0.9,
+    "optimizer__nesterov": True,
+    "max_epochs": 50,
+    "batch_size": 128,
+    "iterator_train__shuffle": True,
+    "train_split": None,
+    "verbose": 0,
+}
+
+
+def _quiet(*args, **kwargs):
+    """The print-log sink of a net trained with ``verbose=0``."""
+
+
+def _user_callbacks(net):
+    for i, item in enumerate(net.callbacks or []):
+        if isinstance(item, (tuple, list)):
+            yield item[0], item[1]
+        else:
+            yield getattr(item, "__name__", type(item).__name__) + f"[{i}]", item
+
+
+def build_net(estimator, data_kwargs):
+    """Clone the estimator's template (or build the default net) and fill in data sizes.
+
+    ``data_kwargs`` (e.g. ``n_features``, ``n_classes``) are given to the
+    module's constructor where it takes them and the net leaves them unset. A
+    net left with skorch's own ``Dataset`` and ``DataLoader`` gets
+    :func:`~sksnapshot._data.batch_loader` as its iterators (same rows, same
+    order, whole batches fetched at once).
+    """
+    net, net_class = estimator.net, estimator._net_class
+    if net is None:
+        net = estimator._default_net(estimator._default_module)
+    elif isinstance(net, torch.nn.Module) or (
+        isinstance(net, type) and issubclass(net, torch.nn.Module)
+    ):
+        net = estimator._default_net(net)
+    elif not isinstance(net, net_class):
+        raise InvalidParameterError(
+            f"The 'net' parameter of {type(estimator).__name__} must be None, a "
+            f"skorch {net_class.__name__}, or a torch.nn.Module subclass "
+            f"or instance; got {net!r}."
+        )
+    net = clone(net)
+
+    if isinstance(net.module, type):
+        accepted = inspect.signature(net.module).parameters
+        given = net.get_params(deep=False)
+        fill = {f"module__{name}": value for name, value in data_kwargs.items()
+                if name in accepted and f"module__{name}" not in given}
+        net.set_params(**fill)
+
+    for name, callback in _user_callbacks(net):
+        if isinstance(callback, LRScheduler) or (
+            isinstance(callback, type) and issubclass(callback, LRScheduler)
+        ):
+            raise ValueError(
+                f"The net has its own learning-rate scheduler callback ({name!r}). "
+                f"{type(estimator).__name__} sets the learning rate of every batch "
+                "itself; remove the LRScheduler from the net's callbacks."
+            )
+        if name == CALLBACK_NAME:
+            raise ValueError(
+                f"The callback name {CALLBACK_NAME!r} is reserved by "
+                f"{type(estimator).__name__}; rename the net's callback."
+            )
+    # Accelerate prepares its own loaders; anything the user chose is theirs.
+    if not hasattr(net, "accelerator"):
+        for name in ("iterator_train", "iterator_valid"):
+            if getattr(net, name) is DataLoader:
+                net.set_params(**{name: batch_loader})
+    return net
+
+
+def first_rows(net, X, n=2):
+    """The first ``n`` samples of ``X`` as one batch of inputs on the net's device."""
+    if is_dataset(X):
+        batch = next(iter(net.get_iterator(Subset(X, range(min(n, len(X)))))))
+        return to_tensor(unpack_data(batch)[0], device=net.device)
+    return to_tensor(multi_indexing(X, slice(0, n)), device=net.device)
+
+
+def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initialized=None):
+    """Train ``net`` once through the estimator's cycles; return the net and its record.
+
+    ``train`` and ``valid`` are ``(X, y)`` pairs as skorch takes them (``y``
+    None for a Dataset); ``valid`` may be None. ``on_initialized(net)`` runs
+    after the net is initialised and before any step (e.g. to check the
+    module's output). With ``checkpoint`` the run resumes from, and writes to,
+    that :class:`~sksnapshot._checkpoint.CheckpointDir`.
+    """
+    collector = CyclicSnapshots(estimator.n_snapshots, min_lr=estimator.min_lr,
+                                schedule=estimator.schedule, checkpoint=checkpoint)
+    quiet = {}
+    if not estimator.verbose and net.get_params(deep=False).get(
+            "callbacks__print_log__sink", "auto") == "auto":
+        # skorch's PrintLog ignores verbose=0 when its sink is not builtins.print:
+        # Accelerate's accelerator.print, or print after Ray's joblib backend
+        # replaced builtins.print. A sink that prints nothing keeps the net quiet.
+        quiet = {"callbacks__print_log__sink": _quiet}
+    net.set_params(
+        callbacks=list(net.callbacks or []) + [(CALLBACK_NAME, collector)],
+        train_split=None if valid is None else predefined_split(net.get_dataset(*valid)),
+        verbose=estimator.verbose,
+        **quiet,
+    )
+    with torch_seed(seed):
+        net.initialize()
+        if on_initialized is not None:
+            on_initialized(net)
+        epochs = net.max_epochs
+        if checkpoint is not None:
+            epochs -= checkpoint.resume(net, collector)
+        # skorch swallows KeyboardInterrupt inside partial_fit; whatever
+        # snapshots were taken until then are in the record.
+        net.partial_fit(*train, epochs=epochs)
+    # A net with skorch.hf.AccelerateMixin predicts and pickles without it.
+    net = without_accelerator(net, estimator._net_class)
+    return net, collector.take_record()
