@@ -173,7 +173,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
             split = validation_split(strata, self.validation_fraction, rng)
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
 
-        net = build_net(self, data_kwargs)
+        net = build_net(self, data_kwargs, self.sample_shape_)
         checkpoint = None
         if self.checkpoint_dir is not None:
             digest = fingerprint(X, y, self.get_params(deep=False), net)

@@ -9,7 +9,7 @@ from skorch import NeuralNetRegressor
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._selection import REGRESSION_SELECTIONS, regression_member_scores, select_regression_members
-from ._training import build_net
+from ._training import template
 
 __all__ = ["SnapshotEnsembleRegressor", "default_regressor_net"]
 
@@ -147,7 +147,7 @@ divergences_, n_iter_, n_features_in_, feature_names_in_
         y = np.require(y.reshape(len(y), -1), dtype=np.float32, requirements=["C", "W"])
         self.n_outputs_ = y.shape[1]
         # The criterion of the net that is trained, not of the template alone.
-        criterion = build_net(self, {}).criterion
+        criterion = template(self).criterion
         self.gaussian_ = isinstance(criterion, type) and issubclass(criterion, GaussianNLLCriterion)
         return y, {"n_outputs": self.n_outputs_}
 

@@ -20,7 +20,7 @@ from ._callbacks import CyclicSnapshots
 from ._data import batch_loader, torch_seed
 from ._distributed import without_accelerator
 
-__all__ = ["CALLBACK_NAME", "build_net", "train_once"]
+__all__ = ["CALLBACK_NAME", "template", "build_net", "first_rows", "train_once"]
 
 CALLBACK_NAME = "snapshots"
 
@@ -50,7 +50,25 @@ def _user_callbacks(net):
             yield getattr(item, "__name__", type(item).__name__) + f"[{i}]", item
 
 
-def build_net(estimator, data_kwargs):
+def template(estimator):
+    """The skorch net the estimator's ``net`` parameter stands for (not a copy)."""
+    net, net_class = estimator.net, estimator._net_class
+    if net is None:
+        return estimator._default_net(estimator._default_module)
+    if isinstance(net, torch.nn.Module) or (
+        isinstance(net, type) and issubclass(net, torch.nn.Module)
+    ):
+        return estimator._default_net(net)
+    if not isinstance(net, net_class):
+        raise InvalidParameterError(
+            f"The 'net' parameter of {type(estimator).__name__} must be None, a "
+            f"skorch {net_class.__name__}, or a torch.nn.Module subclass "
+            f"or instance; got {net!r}."
+        )
+    return net
+
+
+def build_net(estimator, data_kwargs, sample_shape=None):
     """Clone the estimator's template (or build the default net) and fill in data sizes.
 
     ``data_kwargs`` (e.g. ``n_features``, ``n_classes``) are given to the
@@ -59,20 +77,7 @@ def build_net(estimator, data_kwargs):
     :func:`~sksnapshot._data.batch_loader` as its iterators (same rows, same
     order, whole batches fetched at once).
     """
-    net, net_class = estimator.net, estimator._net_class
-    if net is None:
-        net = estimator._default_net(estimator._default_module)
-    elif isinstance(net, torch.nn.Module) or (
-        isinstance(net, type) and issubclass(net, torch.nn.Module)
-    ):
-        net = estimator._default_net(net)
-    elif not isinstance(net, net_class):
-        raise InvalidParameterError(
-            f"The 'net' parameter of {type(estimator).__name__} must be None, a "
-            f"skorch {net_class.__name__}, or a torch.nn.Module subclass "
-            f"or instance; got {net!r}."
-        )
-    net = clone(net)
+    net = clone(template(estimator))
 
     if isinstance(net.module, type):
         accepted = inspect.signature(net.module).parameters
@@ -80,6 +85,14 @@ def build_net(estimator, data_kwargs):
         fill = {f"module__{name}": value for name, value in data_kwargs.items()
                 if name in accepted and f"module__{name}" not in given}
         net.set_params(**fill)
+        needs_width = accepted.get("n_features")
+        if (needs_width is not None and needs_width.default is inspect.Parameter.empty
+                and "module__n_features" not in net.get_params(deep=False)):
+            raise ValueError(
+                f"The module {net.module.__name__} takes 2-D rows (its n_features is their "
+                f"width), but X has samples of shape {sample_shape}. Flatten them, or give "
+                "a module that takes such samples (e.g. a CNN for images)."
+            )
 
     for name, callback in _user_callbacks(net):
         if isinstance(callback, LRScheduler) or (

@@ -53,7 +53,7 @@ def test_predictions_ignore_row_order_and_batch_size(fitted, X, seed, batch_size
     (lambda X, y: (np.where(X > 1, np.inf, X), y), "infinity"),
     (lambda X, y: (X[:0], y[:0]), "0 sample"),
     (lambda X, y: (X.astype(str).astype(object) + "x", y), "(?i)could not convert string to float"),
-    (lambda X, y: (X[:, :, None], y), "Found array with dim 3"),
+    (lambda X, y: (X[:, :, None], y), r"takes 2-D rows .* samples of shape \(\d+, 1\)"),
     (lambda X, y: (X, y[:-1]), "inconsistent numbers of samples"),
 ])
 def test_bad_training_input_is_named(data, make_bad, match):
