@@ -10,7 +10,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import validate_data
 from skorch.dataset import Dataset as SkorchDataset
-from skorch.utils import is_dataset, multi_indexing
+from skorch.utils import is_dataset
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -140,6 +140,21 @@ def _describe(shape):
     return str(shape)
 
 
+def _validated_already(estimator, X):
+    """Whether ``X`` is what ``validate_data`` would return unchanged: then skip its cost.
+
+    A C-contiguous, writeable, finite float32 2-D array of the fitted width,
+    for an estimator fitted without feature names. Anything else (and every
+    error) goes through scikit-learn's ``validate_data``; at small batches its
+    checks cost as much as the members' forward passes.
+    """
+    return (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype == np.float32
+            and X.flags.c_contiguous and X.flags.writeable and X.shape[0] > 0
+            and not hasattr(estimator, "feature_names_in_")
+            and X.shape[1] == getattr(estimator, "n_features_in_", None)
+            and bool(np.isfinite(X).all()))
+
+
 def check_inputs(estimator, X, *, reset):
     """Validate ``X`` as skorch takes it; return it ready for training or prediction.
 
@@ -165,6 +180,8 @@ def check_inputs(estimator, X, *, reset):
         shape = _sample_shape({key: value[0] for key, value in X.items()})
     elif _is_array(X) and X.ndim >= 3:
         X = _as_numeric_array(X, "X", 3)
+        shape = tuple(X.shape[1:])
+    elif not reset and _validated_already(estimator, X):
         shape = tuple(X.shape[1:])
     else:
         X = validate_data(estimator, X, dtype=np.float32, reset=reset)
@@ -254,25 +271,56 @@ def take_rows(X, y, indices):
     """
     if is_dataset(X):
         return Subset(LabelledDataset(X, y), np.asarray(indices).tolist()), None
-    return multi_indexing(X, indices), y[indices]
+    return _take(X, indices), y[indices]
 
 
 # -- batches fetched whole --------------------------------------------------------------
+def _take(data, indices):
+    if isinstance(data, dict):
+        return {key: _take(value, indices) for key, value in data.items()}
+    return data[indices]
+
+
+def _indexable(data):
+    """NumPy arrays, tensors and dicts of them: what :class:`_WholeBatches` indexes itself."""
+    if isinstance(data, dict):
+        return all(_indexable(value) for value in data.values())
+    return isinstance(data, (np.ndarray, torch.Tensor))
+
+
+class _WholeBatches(torch.utils.data.Dataset):
+    """skorch's ``Dataset`` of in-memory arrays, indexed by a whole batch of rows at once."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, indices):
+        indices = np.asarray(indices, dtype=np.int64)
+        y = self.dataset.y
+        # skorch's placeholder for a missing y (see skorch.dataset.Dataset.transform).
+        return (_take(self.dataset.X, indices),
+                torch.Tensor([0]) if y is None else _take(y, indices))
+
+
 def batch_loader(dataset, batch_size=128, shuffle=False, drop_last=False, **kwargs):
     """A ``DataLoader`` that fetches each batch of in-memory rows with one index array.
 
-    skorch's default ``Dataset`` indexes NumPy arrays, tensors and dicts of
-    them by any index array, so a ``BatchSampler`` as the sampler (and
-    ``batch_size=None``) replaces per-row ``__getitem__`` and collation by one
-    fancy-indexing step per batch. The random draws, hence the order of the
-    rows, are those of ``DataLoader(dataset, batch_size, shuffle)``. Other
-    datasets get that plain ``DataLoader``.
+    For skorch's own ``Dataset`` of NumPy arrays, tensors or dicts of them, a
+    ``BatchSampler`` as the sampler (and ``batch_size=None``) replaces the
+    per-row ``__getitem__`` and collation by one fancy-indexing step per
+    batch. The random draws, hence the order of the rows, are those of
+    ``DataLoader(dataset, batch_size, shuffle)``. Other datasets get that
+    plain ``DataLoader``.
     """
-    if type(dataset) is not SkorchDataset or is_dataset(dataset.X):
+    if type(dataset) is not SkorchDataset or not (
+            _indexable(dataset.X) and (dataset.y is None or _indexable(dataset.y))):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                           drop_last=drop_last, **kwargs)
     generator = kwargs.pop("generator", None)
     sampler = (RandomSampler(dataset, generator=generator) if shuffle
                else SequentialSampler(dataset))
-    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last),
+    return DataLoader(_WholeBatches(dataset), sampler=BatchSampler(sampler, batch_size, drop_last),
                       batch_size=None, **kwargs)

@@ -11,6 +11,7 @@ import torch
 from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import LRScheduler
+from skorch.dataset import Dataset as SkorchDataset
 from skorch.dataset import unpack_data
 from skorch.helper import predefined_split
 from skorch.utils import is_dataset, multi_indexing, to_tensor
@@ -108,8 +109,8 @@ def build_net(estimator, data_kwargs, sample_shape=None):
                 f"The callback name {CALLBACK_NAME!r} is reserved by "
                 f"{type(estimator).__name__}; rename the net's callback."
             )
-    # Accelerate prepares its own loaders; anything the user chose is theirs.
-    if not hasattr(net, "accelerator"):
+    # Accelerate prepares its own loaders; a dataset or loader the user chose is theirs.
+    if not hasattr(net, "accelerator") and net.dataset is SkorchDataset:
         for name in ("iterator_train", "iterator_valid"):
             if getattr(net, name) is DataLoader:
                 net.set_params(**{name: batch_loader})
