@@ -4,9 +4,7 @@ Train one net with a cyclic learning rate, keep a snapshot of its weights at
 the end of every cycle, and predict with the average of the snapshots.
 """
 
-__version__ = "0.1.0.dev0"
-
-from ._callbacks import CyclicSnapshots  # noqa: E402 (the version comes first)
+from ._callbacks import CyclicSnapshots
 from ._classifier import SnapshotEnsembleClassifier, default_classifier_net
 from ._modules import GaussianNLLCriterion, MLPModule, MLPRegressorModule
 from ._persistence import load_ensemble, save_ensemble
@@ -26,6 +24,7 @@ from ._selection import (
     select_greedy,
     select_members,
 )
+from ._version import __version__ as __version__
 
 __all__ = [
     "CyclicSnapshots",

@@ -22,9 +22,9 @@ from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
 
-from . import __version__
 from ._data import torch_seed
 from ._modules import GaussianNLLCriterion, MLPModule, MLPRegressorModule
+from ._version import __version__
 
 __all__ = ["save_ensemble", "load_ensemble"]
 
