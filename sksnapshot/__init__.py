@@ -7,7 +7,7 @@ the end of every cycle, and predict with the average of the snapshots.
 from ._callbacks import CyclicSnapshots
 from ._classifier import SnapshotEnsembleClassifier, default_classifier_net
 from ._modules import GaussianNLLCriterion, MLPModule, MLPRegressorModule
-from ._persistence import load_ensemble, save_ensemble
+from ._persistence import InvalidEnsembleFile, load_ensemble, save_ensemble
 from ._regressor import SnapshotEnsembleRegressor, default_regressor_net
 from ._schedules import (
     cosine_annealing_lr,
@@ -29,6 +29,7 @@ from ._version import __version__ as __version__
 __all__ = [
     "CyclicSnapshots",
     "GaussianNLLCriterion",
+    "InvalidEnsembleFile",
     "MLPModule",
     "MLPRegressorModule",
     "SnapshotEnsembleClassifier",

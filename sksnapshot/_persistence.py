@@ -46,10 +46,12 @@ METADATA_MAX_BYTES = 64 * 2**20
 #: JSON nested deeper than this (objects and arrays) is refused.
 METADATA_MAX_DEPTH = 32
 # The criteria each estimator may be saved with, looked up by name only. They
-# decide how outputs become predictions: skorch's predict_nonlinearity="auto"
-# applies a softmax for CrossEntropyLoss only, so that is the one criterion
-# with which a classifier's probabilities are probabilities.
-_CLASSIFIER_CRITERIA = {"CrossEntropyLoss": torch.nn.CrossEntropyLoss}
+# decide how outputs become predictions: with predict_nonlinearity="auto" skorch
+# applies a softmax for CrossEntropyLoss (the module returns logits) and nothing
+# for NLLLoss (skorch's convention: the module returns probabilities, and the
+# loss takes their log).
+_CLASSIFIER_CRITERIA = {"CrossEntropyLoss": torch.nn.CrossEntropyLoss,
+                        "NLLLoss": torch.nn.NLLLoss}
 _REGRESSOR_CRITERIA = {"MSELoss": torch.nn.MSELoss,
                        "GaussianNLLCriterion": GaussianNLLCriterion}
 _NET_PARAMS = ("lr", "max_epochs", "batch_size")
@@ -134,9 +136,10 @@ def save_ensemble(estimator, path):
     ----------
     estimator : SnapshotEnsembleClassifier or SnapshotEnsembleRegressor
         A fitted ensemble whose module arguments are plain JSON values, trained
-        with ``CrossEntropyLoss`` (classifier), ``MSELoss`` or
-        :class:`GaussianNLLCriterion` (regressor) and
-        ``predict_nonlinearity="auto"``.
+        with ``predict_nonlinearity="auto"`` and ``CrossEntropyLoss`` or
+        ``NLLLoss`` (classifier; with ``NLLLoss`` the module returns
+        probabilities, as skorch expects), ``MSELoss`` or
+        :class:`GaussianNLLCriterion` (regressor).
     path : str or path-like
         Directory to write; created if missing.
 
@@ -635,6 +638,9 @@ def _check_metadata(path, metadata, allowed):
                              "that class in modules=[...]; the loader never imports names "
                              "from a file.")
     criterion = criteria[check.string(metadata["criterion"], "criterion", set(criteria))]
+    if criterion is torch.nn.NLLLoss and module is MLPModule:
+        check.fail("criterion", "is NLLLoss, which needs a module returning probabilities; "
+                                "MLPModule returns logits (its criterion is CrossEntropyLoss).")
 
     net_params = metadata["net_params"]
     module_keys = [k for k in net_params if k.startswith("module__")] \
@@ -757,6 +763,21 @@ def _load_tensors(weights_path, spec, keys):
     return states[:spec["n_snapshots"]], (states[-1] if spec["averaged"] else None)
 
 
+def _check_returns_probabilities(path, module, n_features, device):
+    """With NLLLoss nothing turns outputs into probabilities: the module must."""
+    rows = torch.cat([torch.zeros(1, n_features),
+                      torch.randn(4, n_features, generator=torch.Generator().manual_seed(0))])
+    module.eval()
+    with torch.no_grad():
+        out = module(rows.to(device))
+    out = (out[0] if isinstance(out, (tuple, list)) else out).double().cpu()
+    if not (bool(torch.isfinite(out).all()) and bool((out >= 0).all())
+            and float((out.sum(dim=1) - 1).abs().max()) < 1e-4):
+        raise _refuse(path, "criterion", "is NLLLoss, so the module must return probabilities "
+                                         "(skorch applies no softmax), but its outputs are not "
+                                         "distributions.")
+
+
 def load_ensemble(path, *, modules=(), device="cpu"):
     """Load an ensemble saved by :func:`save_ensemble`; nothing in the files runs.
 
@@ -772,9 +793,12 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     - run code: it is JSON and safetensors, and the module class must be one
       the caller allows (``modules``);
     - choose a criterion or nonlinearity that makes a classifier's
-      probabilities anything but a softmax (``CrossEntropyLoss`` only; a
-      regressor ``MSELoss`` or :class:`GaussianNLLCriterion`, matching its
-      ``gaussian_``);
+      probabilities anything but distributions: ``predict_nonlinearity`` is
+      always "auto"; the criterion is ``CrossEntropyLoss`` (a softmax of the
+      outputs) or ``NLLLoss`` (refused for :class:`MLPModule`, which returns
+      logits, and for any module whose outputs on probe rows are not
+      distributions); a regressor's is ``MSELoss`` or
+      :class:`GaussianNLLCriterion`, matching its ``gaussian_``;
     - choose where the estimator runs or writes: the device is the ``device``
       argument and the loaded ``checkpoint_dir`` is None (a path in the file
       is ignored with a warning);
@@ -878,6 +902,8 @@ def load_ensemble(path, *, modules=(), device="cpu"):
         if real_width != width:
             raise _refuse(meta_path, field, f"{reason}, but the module returns "
                                             f"{real_width} values per row.")
+    if spec["criterion"] is torch.nn.NLLLoss:
+        _check_returns_probabilities(meta_path, net_.module_, fitted["n_features_in_"], device)
     net_.history = History(spec["history"])
 
     estimator.snapshots_ = snapshots
