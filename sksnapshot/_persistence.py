@@ -659,7 +659,8 @@ def _check_metadata(path, metadata, allowed):
     for key in required:
         if key not in module_kwargs:
             check.fail(f"net_params.module__{key}", f"is missing; {name} requires it.")
-    if module in (MLPModule, MLPRegressorModule):
+    builtin = module in (MLPModule, MLPRegressorModule)
+    if builtin:
         _check_builtin_module_args(check, module, module_kwargs)
 
     n_snapshots = check.integer(metadata["n_snapshots"], "n_snapshots", 1)
@@ -676,6 +677,10 @@ def _check_metadata(path, metadata, allowed):
     params = _check_params(check, metadata, estimator_class)
     fitted = _check_fitted(check, metadata["fitted"], metadata["estimator"], criterion,
                            n_snapshots, len(history))
+    if builtin and module_kwargs["n_features"] != fitted["n_features_in_"]:
+        check.fail("fitted.n_features_in_", f"is {fitted['n_features_in_']}, but the module "
+                                            f"takes {module_kwargs['n_features']} features "
+                                            "(net_params.module__n_features).")
     if estimator_class.__name__ == "SnapshotEnsembleRegressor" and module is MLPRegressorModule:
         if module_kwargs.get("gaussian", False) != fitted["gaussian_"]:
             check.fail("net_params.module__gaussian", "must equal fitted.gaussian_.")
@@ -888,6 +893,13 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     with torch_seed(0):  # initialising draws random weights; keep the caller's RNG intact
         net_ = clone(net).initialize()
     net_.module_.load_state_dict(snapshots[-1])
+    if meta_width is None or spec["criterion"] is torch.nn.NLLLoss:
+        # Real rows through the real module: no bigger than the weights file.
+        budget = max(_regular_file(weights_path).st_size, 2**20)
+        if 5 * 4 * fitted["n_features_in_"] > budget:
+            raise _refuse(meta_path, "fitted.n_features_in_",
+                          f"is {fitted['n_features_in_']}: rows that wide cannot be checked "
+                          f"against a module this small ({budget} bytes).")
     if meta_width is None:
         module = net_.module_
         module.eval()

@@ -269,7 +269,7 @@ REFUSED = {
     "newer format": (set_at("format_version", 2), r"format_version is 2; .* reads format 1"),
     "wrong feature count": (lambda metadata: metadata["fitted"].update(
         n_features_in_=5, feature_names_in_=list("abcde")),
-        r"fitted\.n_features_in_ is 5, but the module fails"),
+        r"fitted\.n_features_in_ is 5, but the module takes 6 features"),
     "feature names of another length": (set_at("fitted.feature_names_in_", ["a"]),
                                         r"fitted\.feature_names_in_ must have 6 entries"),
     "hidden width weights.safetensors lacks": (

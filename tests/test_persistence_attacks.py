@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,7 @@ from sksnapshot import (
     InvalidEnsembleFile,
     SnapshotEnsembleClassifier,
     SnapshotEnsembleRegressor,
+    default_classifier_net,
     default_regressor_net,
     load_ensemble,
     save_ensemble,
@@ -304,3 +306,38 @@ def test_a_randomly_edited_regressor_file_loads_right_or_not_at_all(regressor, d
 def data_rows():
     """A few fixed rows of six features (the fixtures' width)."""
     return np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
+
+
+class NotOnMeta(torch.nn.Module):
+    """A module whose forward needs real values (so the loader checks it for real)."""
+
+    def __init__(self, n_features, n_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, n_classes)
+
+    def forward(self, X):
+        if not bool(torch.isfinite(X).all()):  # data-dependent: fails on the meta device
+            raise ValueError("non-finite input")
+        return self.linear(X)
+
+
+@pytest.mark.parametrize("n_features, message", [
+    (10**9, r"fitted\.n_features_in_ is 1000000000: rows that wide cannot be checked"),
+    (5, r"fitted\.n_features_in_ is 5, but the module fails on rows of that width"),
+])
+def test_a_module_checked_for_real_gets_no_huge_rows(data, tmp_path, n_features, message):
+    X, y = data
+    clf = SnapshotEnsembleClassifier(default_classifier_net(NotOnMeta).set_params(max_epochs=2),
+                                     n_snapshots=2, random_state=0).fit(X, y)
+    save_ensemble(clf, tmp_path / "saved")
+    np.testing.assert_array_equal(
+        load_ensemble(tmp_path / "saved", modules=[NotOnMeta]).predict_proba(X),
+        clf.predict_proba(X))
+    target = _copy(tmp_path / "saved", tmp_path)
+    metadata = json.loads((target / "metadata.json").read_text())
+    metadata["fitted"]["n_features_in_"] = n_features
+    (target / "metadata.json").write_text(json.dumps(metadata))
+    before, start = _peak_rss_mib(), time.perf_counter()
+    with pytest.raises(InvalidEnsembleFile, match=message):
+        load_ensemble(target, modules=[NotOnMeta])
+    assert time.perf_counter() - start < 1 and _peak_rss_mib() - before < 200
