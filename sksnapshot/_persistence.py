@@ -345,7 +345,10 @@ def _json_kind(value):
     for kind, name in ((str, "a string"), (int, "an integer"), (float, "a number"),
                        (list, "an array"), (dict, "an object")):
         if isinstance(value, kind):
-            return f"{name} {_short(value)}"
+            shown = _short(value)
+            if len(shown) > 80:  # a big array or object: its size says enough
+                return f"{name} of {len(value)} entries"
+            return f"{name} {shown}"
     return type(value).__name__
 
 
@@ -362,18 +365,18 @@ class _Checker:
     def fail(self, field, problem):
         raise _refuse(self.path, field, problem)
 
-    def obj(self, value, field, required, optional=(), missing_ok=()):
+    def obj(self, value, field, required, optional=(), missing_ok=(), known=None):
         """``value`` as a dict with exactly these keys (``missing_ok`` may be absent)."""
         if not isinstance(value, dict):
             self.fail(field or "the top level", f"must be a JSON object; got {_json_kind(value)}.")
         for key in required:
             if key not in value and key not in missing_ok:
                 self.fail(_join(field, key), "is missing.")
-        known = set(required) | set(optional)
+        allowed = set(required) | set(optional)
         for key in value:
-            if key not in known:
+            if key not in allowed:
                 self.fail(_join(field, key), "is not a field of this format; expected only "
-                                             f"{sorted(known)}.")
+                                             f"{known or sorted(allowed)}.")
         return value
 
     def integer(self, value, field, low=None, high=None):
@@ -645,7 +648,9 @@ def _check_metadata(path, metadata, allowed):
     net_params = metadata["net_params"]
     module_keys = [k for k in net_params if k.startswith("module__")] \
         if isinstance(net_params, dict) else ()
-    check.obj(net_params, "net_params", _NET_PARAMS, optional=module_keys)
+    check.obj(net_params, "net_params", _NET_PARAMS, optional=module_keys,
+              known="lr, max_epochs, batch_size and module__ arguments (the device is "
+                    "load_ensemble's device argument)")
     check.number(net_params["lr"], "net_params.lr", 0)
     check.integer(net_params["max_epochs"], "net_params.max_epochs", 0)
     if check.integer(net_params["batch_size"], "net_params.batch_size", -1) == 0:
