@@ -45,6 +45,10 @@ _WEIGHTS, _METADATA = "weights.safetensors", "metadata.json"
 METADATA_MAX_BYTES = 64 * 2**20
 #: JSON nested deeper than this (objects and arrays) is refused.
 METADATA_MAX_DEPTH = 32
+#: More objects and arrays than this are refused unparsed: an empty one costs
+#: about 70 bytes once parsed for 3 in the file. (A history of 50 epochs of
+#: 8,000 batches each holds about 400,000.)
+METADATA_MAX_CONTAINERS = 2**22
 # The criteria each estimator may be saved with, looked up by name only. They
 # decide how outputs become predictions: with predict_nonlinearity="auto" skorch
 # applies a softmax for CrossEntropyLoss (the module returns logits) and nothing
@@ -311,6 +315,9 @@ def _depth(value):
 
 def _read_metadata(path):
     raw = _read_capped(path, METADATA_MAX_BYTES)
+    if raw.count(b"{") + raw.count(b"[") > METADATA_MAX_CONTAINERS:  # counted in strings too
+        raise _refuse(path, None, f"holds more than {METADATA_MAX_CONTAINERS} JSON objects and "
+                                  "arrays; refused unparsed.")
     try:
         metadata = json.loads(raw, object_pairs_hook=_no_duplicates)
     except RecursionError:
@@ -814,11 +821,12 @@ def load_ensemble(path, *, modules=(), device="cpu"):
       is ignored with a warning);
     - make the loader block or exhaust memory: both files must be regular
       files (FIFOs, devices, sockets and links to them are refused unopened),
-      ``metadata.json`` may be at most ``METADATA_MAX_BYTES`` (64 MiB) and
-      nest at most ``METADATA_MAX_DEPTH`` (32) levels, and module arguments
-      that would build a module larger than its tensors are refused before
-      the module is built. The tensors are read into memory: as much as the
-      weights file holds.
+      ``metadata.json`` may be at most 64 MiB, hold at most 2**22 JSON
+      objects and arrays and nest them at most 32 levels deep (parsing it
+      then takes at most about 600 MiB), and module arguments that would
+      build a module larger than its tensors are refused before the module
+      is built. The tensors are read into memory: as much as the weights
+      file holds.
 
     Parameters
     ----------

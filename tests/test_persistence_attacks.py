@@ -33,7 +33,7 @@ from sksnapshot import (
     load_ensemble,
     save_ensemble,
 )
-from sksnapshot._persistence import METADATA_MAX_BYTES
+from sksnapshot._persistence import METADATA_MAX_BYTES, METADATA_MAX_CONTAINERS
 
 from .conftest import tiny_net
 
@@ -135,6 +135,15 @@ def test_an_oversized_metadata_file_is_refused_unread(classifier, tmp_path):
         handle.truncate(METADATA_MAX_BYTES + 1)
     start = time.perf_counter()
     with pytest.raises(InvalidEnsembleFile, match=f"larger than {METADATA_MAX_BYTES} bytes"):
+        load_ensemble(target)
+    assert time.perf_counter() - start < 1
+
+
+def test_a_swarm_of_empty_objects_is_refused_unparsed(classifier, tmp_path):
+    target = _copy(classifier[0], tmp_path)
+    (target / "metadata.json").write_bytes(b"[" + b"{}," * METADATA_MAX_CONTAINERS + b"{}]")
+    start = time.perf_counter()
+    with pytest.raises(InvalidEnsembleFile, match="more than 4194304 JSON objects and arrays"):
         load_ensemble(target)
     assert time.perf_counter() - start < 1
 
