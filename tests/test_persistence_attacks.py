@@ -10,7 +10,6 @@ import copy
 import json
 import math
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -36,6 +35,11 @@ from sksnapshot import (
 from sksnapshot._persistence import METADATA_MAX_BYTES, METADATA_MAX_CONTAINERS
 
 from .conftest import tiny_net
+
+try:
+    import resource
+except ImportError:  # Windows: no peak-RSS check
+    resource = None
 
 POSIX = os.name == "posix"
 
@@ -162,6 +166,8 @@ def test_a_nesting_bomb_is_refused(classifier, tmp_path, depth):
 
 
 def _peak_rss_mib():
+    if resource is None:
+        return 0.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
