@@ -4,12 +4,10 @@ Train one net with a cyclic learning rate, keep a snapshot of its weights at
 the end of every cycle, and predict with the average of the snapshots.
 """
 
-__version__ = "0.1.0.dev0"
-
-from ._callbacks import CyclicSnapshots  # noqa: E402 (the version comes first)
+from ._callbacks import CyclicSnapshots
 from ._classifier import SnapshotEnsembleClassifier, default_classifier_net
 from ._modules import GaussianNLLCriterion, MLPModule, MLPRegressorModule
-from ._persistence import load_ensemble, save_ensemble
+from ._persistence import InvalidEnsembleFile, load_ensemble, save_ensemble
 from ._regressor import SnapshotEnsembleRegressor, default_regressor_net
 from ._schedules import (
     cosine_annealing_lr,
@@ -26,10 +24,12 @@ from ._selection import (
     select_greedy,
     select_members,
 )
+from ._version import __version__ as __version__
 
 __all__ = [
     "CyclicSnapshots",
     "GaussianNLLCriterion",
+    "InvalidEnsembleFile",
     "MLPModule",
     "MLPRegressorModule",
     "SnapshotEnsembleClassifier",

@@ -1,8 +1,10 @@
 """Pickle-free saving and loading (safetensors + JSON)."""
 
 import json
+import math
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,7 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net, load_ensemble, save_ensemble
+from sksnapshot import (
+    InvalidEnsembleFile,
+    SnapshotEnsembleClassifier,
+    default_classifier_net,
+    load_ensemble,
+    save_ensemble,
+)
 
 from .conftest import tiny_net
 
@@ -70,7 +78,9 @@ def test_metadata_naming_another_class_is_refused_without_importing_it(fitted, t
     metadata = json.loads((tmp_path / "metadata.json").read_text())
     metadata["module"] = "os.system"
     (tmp_path / "metadata.json").write_text(json.dumps(metadata))
-    with pytest.raises(ValueError, match="'os.system', which is not among the allowed modules"):
+    with pytest.raises(ValueError,
+                       match=r"metadata\.json: module asks for the module class 'os.system', "
+                             "which is not among the allowed modules"):
         load_ensemble(tmp_path)
 
 
@@ -86,6 +96,17 @@ def test_tensors_of_the_wrong_shape_are_refused(fitted, tmp_path):
     save_file(tensors, tmp_path / "weights.safetensors")
     with pytest.raises(ValueError, match="do not match the module"):
         load_ensemble(tmp_path)
+
+
+class ProbaMLP(torch.nn.Module):
+    """Returns probabilities, as skorch expects of a module trained with NLLLoss."""
+
+    def __init__(self, n_features, n_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, n_classes)
+
+    def forward(self, X):
+        return torch.softmax(self.linear(X), dim=-1)
 
 
 class Payload:
@@ -133,3 +154,240 @@ def test_regressors_round_trip(data, tmp_path, gaussian):
     assert type(loaded) is SnapshotEnsembleRegressor and loaded.gaussian_ == gaussian
     for a, b in zip(loaded.predict(X, return_std=True), reg.predict(X, return_std=True)):
         np.testing.assert_array_equal(a, b)
+
+
+# -- a file edited by someone else loads right or not at all (issue 15) ----------
+
+@pytest.fixture(scope="module")
+def saved_fit(data, tmp_path_factory):
+    """A classifier (labels 'ant', 'bee', 'cow', named features, BatchNorm) saved once."""
+    X, y = data
+    frame = pd.DataFrame(X, columns=[f"c{i}" for i in range(6)])
+    labels = np.array(["ant", "bee", "cow"])[y]
+    clf = SnapshotEnsembleClassifier(tiny_net(module__batch_norm=True), n_snapshots=3,
+                                     random_state=0).fit(frame, labels)
+    directory = tmp_path_factory.mktemp("saved")
+    save_ensemble(clf, directory)
+    return directory, clf, frame
+
+
+@pytest.fixture
+def saved(saved_fit):
+    return saved_fit[0]
+
+
+def edited(saved, tmp_path, edit):
+    """A copy of the saved directory whose metadata.json ``edit`` changed in place."""
+    target = tmp_path / "copy"
+    shutil.copytree(saved, target)
+    metadata = json.loads((target / "metadata.json").read_text())
+    result = edit(metadata)
+    (target / "metadata.json").write_text(json.dumps(metadata if result is None else result))
+    return target
+
+
+def set_at(dotted, value):
+    def edit(metadata):
+        *parents, last = dotted.split(".")
+        node = metadata
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return edit
+
+
+def drop(dotted):
+    def edit(metadata):
+        *parents, last = dotted.split(".")
+        node = metadata
+        for key in parents:
+            node = node[key]
+        del node[last]
+    return edit
+
+
+REFUSED = {
+    # criterion and nonlinearity that would not give probabilities
+    "criterion MSELoss": (set_at("criterion", "MSELoss"), r"criterion must be one of"),
+    "criterion NLLLoss": (set_at("criterion", "NLLLoss"), r"criterion is NLLLoss, which needs"),
+    "predict_nonlinearity null": (set_at("net_params.predict_nonlinearity", None),
+                                  r"net_params\.predict_nonlinearity is not a field"),
+    # weights
+    "negative weights": (set_at("fitted.weights_", [-3, 4, 0]), r"fitted\.weights_ must be finite"),
+    "zero weights": (set_at("fitted.weights_", [0, 0, 0]), r"fitted\.weights_ must be finite"),
+    "NaN weight": (set_at("fitted.weights_", [math.nan, 0.5, 0.5]),
+                   r"fitted\.weights_ must be finite"),
+    "weights not summing to 1": (set_at("fitted.weights_", [0.5, 0.5, 0.5]),
+                                 r"fitted\.weights_ must be finite.*sum to 1"),
+    "fewer weights than members": (set_at("fitted.weights_", [0.5, 0.5]),
+                                   r"fitted\.weights_ must have 3 entries"),
+    "string weights": (set_at("fitted.weights_", ["0.2", "0.3", "0.5"]), r"fitted\.weights_"),
+    # classes
+    "fewer classes than outputs": (set_at("fitted.classes_.values", ["ant", "bee"]),
+                                   r"fitted\.classes_ has 2 classes, but the module .* returns 3"),
+    "more classes than outputs": (set_at("fitted.classes_.values", ["ant", "bee", "cow", "dog"]),
+                                  r"fitted\.classes_ has 4 classes"),
+    "unsorted classes": (set_at("fitted.classes_.values", ["bee", "ant", "cow"]),
+                         r"fitted\.classes_\.values must be unique and sorted"),
+    "repeated classes": (set_at("fitted.classes_.values", ["ant", "ant", "cow"]),
+                         r"fitted\.classes_\.values must be unique and sorted"),
+    "mixed class types": (set_at("fitted.classes_.values", ["ant", 1, "cow"]),
+                          r"fitted\.classes_\.values must all be of one type"),
+    "bad dtype string": (set_at("fitted.classes_.dtype", "not a dtype"),
+                         r"fitted\.classes_\.dtype must be a numpy dtype"),
+    "structured dtype": (set_at("fitted.classes_.dtype", "i4,i4"), r"fitted\.classes_\.dtype"),
+    "classes truncated by dtype": (set_at("fitted.classes_.dtype", "<U2"),
+                                   r"fitted\.classes_\.values do not survive conversion"),
+    # members
+    "member out of range": (set_at("fitted.members_", [0, 1, 3]), r"fitted\.members_ must be"),
+    "negative member": (set_at("fitted.members_", [-1, 0, 1]), r"fitted\.members_ must be"),
+    "fractional member": (set_at("fitted.members_", [0, 1.5, 2]), r"fitted\.members_ must be"),
+    "nested members": (set_at("fitted.members_", [[0, 1], 2, 2]), r"fitted\.members_ must be"),
+    "repeated members": (set_at("fitted.members_", [0, 0, 2]), r"fitted\.members_ must be"),
+    "unordered members": (set_at("fitted.members_", [2, 1, 0]), r"fitted\.members_ must be"),
+    "no members": (set_at("fitted.members_", []), r"fitted\.members_ must have at least 1"),
+    # structure
+    "missing fitted key": (drop("fitted.n_iter_"), r"fitted\.n_iter_ is missing"),
+    "missing net param": (drop("net_params.lr"), r"net_params\.lr is missing"),
+    "missing top-level key": (drop("history"), r"history is missing"),
+    "unknown top-level key": (set_at("extra", 1), r"extra is not a field of this format"),
+    "unknown fitted key": (set_at("fitted.coef_", [1]), r"fitted\.coef_ is not a field"),
+    "top-level list": (lambda metadata: [metadata], r"the top level must be a JSON object"),
+    "module as a list": (set_at("module", ["sksnapshot._modules.MLPModule"]),
+                         r"module must be a string"),
+    "device from the file": (set_at("net_params.device", "cuda"),
+                             r"net_params\.device is not a field"),
+    "module argument the module lacks": (set_at("net_params.module__activation", "tanh"),
+                                         r"net_params\.module__activation is not a parameter"),
+    "no snapshots": (set_at("n_snapshots", 0), r"n_snapshots must be an integer in \[1, inf\]"),
+    "more snapshots than saved": (set_at("n_snapshots", 4), r"fitted\.snapshot_epochs_ must have"),
+    "boolean snapshot count": (set_at("n_snapshots", True), r"n_snapshots must be an integer"),
+    "averaged without tensors": (set_at("averaged", True), r"averaged is true, but"),
+    "other estimator kind": (set_at("estimator", "SnapshotEnsembleRegressor"),
+                             r"criterion must be one of|fitted\.\w+ is missing"),
+    "unknown estimator": (set_at("estimator", "os.system"), r"estimator must be one of"),
+    "newer format": (set_at("format_version", 2), r"format_version is 2; .* reads format 1"),
+    "wrong feature count": (lambda metadata: metadata["fitted"].update(
+        n_features_in_=5, feature_names_in_=list("abcde")),
+        r"fitted\.n_features_in_ is 5, but the module takes 6 features"),
+    "feature names of another length": (set_at("fitted.feature_names_in_", ["a"]),
+                                        r"fitted\.feature_names_in_ must have 6 entries"),
+    "hidden width weights.safetensors lacks": (
+        set_at("net_params.module__hidden_layer_sizes", [17]),
+        r"tensor snapshot\.0\.layers\.0\.\w+ has shape"),
+    "params refused by the estimator": (set_at("params.n_snapshots", -1),
+                                        r"params hold a setting the estimator refuses"),
+    "snapshot epochs beyond the history": (set_at("fitted.snapshot_epochs_", [2, 4, 60]),
+                                           r"fitted\.snapshot_epochs_ must be non-decreasing"),
+    "history of strings": (set_at("history", ["epoch 1"]), r"history\[0\] must be a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_an_edited_metadata_file_is_refused_naming_the_field(saved, tmp_path, case):
+    edit, message = REFUSED[case]
+    target = edited(saved, tmp_path, edit)
+    with pytest.raises(InvalidEnsembleFile, match=message) as caught:
+        load_ensemble(target)
+    assert str(target / "metadata.json") in str(caught.value) or (
+        "weights.safetensors" in case and str(target / "weights.safetensors") in str(caught.value))
+    assert isinstance(caught.value, ValueError)
+
+
+def test_the_untouched_copy_loads(saved, tmp_path, saved_fit):
+    _, clf, frame = saved_fit
+    loaded = load_ensemble(edited(saved, tmp_path, lambda metadata: None))
+    np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
+
+
+def test_duplicate_keys_are_refused(saved, tmp_path):
+    target = edited(saved, tmp_path, lambda metadata: None)
+    text = (target / "metadata.json").read_text()
+    (target / "metadata.json").write_text(text.replace('"averaged": false',
+                                                       '"averaged": false, "averaged": true'))
+    with pytest.raises(InvalidEnsembleFile, match="the key 'averaged' appears twice"):
+        load_ensemble(target)
+
+
+def test_nan_in_a_snapshot_tensor_blames_the_file(saved, tmp_path):
+    target = edited(saved, tmp_path, lambda metadata: None)
+    tensors = load_file(target / "weights.safetensors")
+    tensors["snapshot.1.layers.0.weight"][0, 0] = math.nan
+    save_file(tensors, target / "weights.safetensors")
+    with pytest.raises(InvalidEnsembleFile, match=r"weights\.safetensors: tensor "
+                                                  r"snapshot\.1\.layers\.0\.weight holds NaN"):
+        load_ensemble(target)
+
+
+def test_a_snapshot_the_metadata_does_not_count_is_refused(saved, tmp_path):
+    target = edited(saved, tmp_path, lambda metadata: None)
+    tensors = load_file(target / "weights.safetensors")
+    tensors.update({key.replace("snapshot.2.", "snapshot.3."): value.clone()
+                    for key, value in tensors.items() if key.startswith("snapshot.2.")})
+    save_file(tensors, target / "weights.safetensors")
+    with pytest.raises(InvalidEnsembleFile, match=r"n_snapshots is 3, but weights\.safetensors "
+                                                  r"holds the snapshots \[0, 1, 2, 3\]"):
+        load_ensemble(target)
+
+
+def test_no_path_or_device_comes_from_the_file(saved, tmp_path, saved_fit):
+    _, clf, frame = saved_fit
+    target = edited(saved, tmp_path, set_at("params.checkpoint_dir", str(tmp_path / "elsewhere")))
+    with pytest.warns(UserWarning, match="names a checkpoint_dir .* checkpoint_dir is None"):
+        loaded = load_ensemble(target)
+    assert loaded.checkpoint_dir is None and loaded.net_.device == "cpu"
+    np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
+    assert json.loads((saved / "metadata.json").read_text())["params"]["checkpoint_dir"] is None
+
+
+def test_a_missing_setting_loads_with_its_default_and_a_warning(saved, tmp_path, saved_fit):
+    _, clf, frame = saved_fit
+    with pytest.warns(UserWarning, match="params.verbose is missing .* default 0"):
+        loaded = load_ensemble(edited(saved, tmp_path, drop("params.verbose")))
+    np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
+
+
+@pytest.fixture(scope="module")
+def saved_regressor(data, tmp_path_factory):
+    from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+
+    X, _ = data
+    net = default_regressor_net(gaussian=True).set_params(
+        max_epochs=4, lr=0.01, module__hidden_layer_sizes=(8,))
+    reg = SnapshotEnsembleRegressor(net, n_snapshots=2, random_state=0).fit(X, X[:, 0])
+    directory = tmp_path_factory.mktemp("saved_regressor")
+    save_ensemble(reg, directory)
+    return directory, reg
+
+
+@pytest.mark.parametrize("edit, message", [
+    (set_at("criterion", "MSELoss"), r"fitted\.gaussian_ is true, but the criterion is MSELoss"),
+    (set_at("criterion", "CrossEntropyLoss"), r"criterion must be one of"),
+    (set_at("fitted.gaussian_", False), r"fitted\.gaussian_ is false"),
+    (set_at("fitted.n_outputs_", 2), r"fitted\.single_output is true, but fitted\.n_outputs_ is 2"),
+    (set_at("net_params.module__gaussian", False), r"net_params\.module__gaussian must equal"),
+    (set_at("params.selection", "diverse"), r"params hold a setting"),
+    (set_at("fitted.validation_scores_", {"mse": [1.0, 2.0]}),
+     r"fitted\.validation_scores_\.gaussian_nll is missing"),
+])
+def test_an_edited_regressor_file_is_refused(saved_regressor, tmp_path, edit, message):
+    directory, _ = saved_regressor
+    with pytest.raises(InvalidEnsembleFile, match=message):
+        load_ensemble(edited(directory, tmp_path, edit))
+
+
+def test_nll_loss_loads_only_with_a_module_returning_probabilities(data, tmp_path):
+    X, y = data
+    net = default_classifier_net(ProbaMLP).set_params(criterion=torch.nn.NLLLoss, max_epochs=2)
+    clf = SnapshotEnsembleClassifier(net, n_snapshots=2, random_state=0).fit(X, y)
+    save_ensemble(clf, tmp_path / "proba")
+    loaded = load_ensemble(tmp_path / "proba", modules=[ProbaMLP])
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+    logits = SnapshotEnsembleClassifier(default_classifier_net(Wide).set_params(max_epochs=2),
+                                        n_snapshots=2, random_state=0).fit(X, y)
+    save_ensemble(logits, tmp_path / "logits")
+    target = edited(tmp_path / "logits", tmp_path, set_at("criterion", "NLLLoss"))
+    with pytest.raises(InvalidEnsembleFile, match="criterion is NLLLoss, so the module must "
+                                                  "return probabilities"):
+        load_ensemble(target, modules=[Wide])
