@@ -309,6 +309,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
 
     def _check_finite(self, proba):
         """Never hand out NaN: name the rows instead."""
+        if np.isfinite(proba).all():
+            return proba
         bad = ~np.all(np.isfinite(proba), axis=1)
         if bad.any():
             raise ValueError(

@@ -172,13 +172,14 @@ class MemberRunner:
         def consume(rows, outputs):
             total = None
             for w, out in zip(weights, outputs):
+                # float64 sums (MPS has none): the same numbers as NumPy's np.average.
                 out = out.to(torch.float64 if out.device.type != "mps" else torch.float32)
-                term = w * (out if transform is None else transform(out))
-                total = term if total is None else total + term
-            parts.append(total.cpu().numpy().astype(np.float64, copy=False))
+                out = out if transform is None else transform(out)
+                total = out * w if total is None else total.add_(out, alpha=w)
+            parts.append(total.cpu().numpy())
 
         self._run(X, states, batch_size, consume)
-        return _concatenate(parts)
+        return parts[0] if len(parts) == 1 else _concatenate(parts)
 
     def each(self, X, states, batch_size=None):
         """Every member's outputs, shape ``(n_members, n_rows, ...)``, float32 NumPy."""

@@ -69,19 +69,18 @@ def test_quality_sweep_table(tmp_path):
 
 
 def test_speed_tables(tmp_path):
-    cfg = dict(data="digits", hiddens=[(16,)], epochs=1, pairs=1, n_rows=256, ms=(1, 2),
-               repeats=2, rounds=1, mem_configs=[((16,), False), ((16,), True)],
+    cfg = dict(data="digits", modules=["MLPModule (100,)", "CNN1d"], epochs=1, pairs=1,
+               rows=(64,), ms=(1, 2), rounds=1, mem_configs=[((16,), False), ((16,), True)],
                rss_repeats=1)
     text, train, pred = speed.run(cfg, print_fn=lambda *a: None)
-    times_a, times_b = train[(16,)]
-    assert len(times_a) == len(times_b) == 1
-    assert set(pred[(16,)]) == {"plain skorch", 1, 2, "weights"}
-    training = _table_rows(text, "MLP (16,)")
-    assert len(training) == 1 + 4 + 1  # training row, 4 prediction rows, memory row
+    assert set(train["CNN1d"]) == {"raw torch", "plain skorch", "sksnapshot"}
+    assert all(len(times) == 1 for times in train["CNN1d"].values())
+    assert set(pred["CNN1d"]) == {(64, 1), (64, 2), (64, "weights"), (500, "selection")}
+    assert len(_table_rows(text, "CNN1d")) == 1 + 4  # training row, 4 prediction rows
     memory = _table_rows(text, "MLP (16,) + BatchNorm")
     assert len(memory) == 1
     assert _header(text, "module")[:4] == [
-        "module", "plain skorch (median s)", "sksnapshot (median s)", "median ratio B / A"]
+        "module", "raw torch (median s)", "plain skorch (median s)", "sksnapshot (median s)"]
     speed.plot_speed(train, pred, tmp_path / "speed.png")
     assert (tmp_path / "speed.png").stat().st_size > 0
 
