@@ -17,7 +17,7 @@ from skorch.utils import is_dataset, to_tensor
 from torch.optim.swa_utils import update_bn
 
 from ._callbacks import copy_state_dict
-from ._checkpoint import CheckpointDir, fingerprint
+from ._checkpoint import CheckpointDir, fingerprint, using
 from ._data import (
     check_inputs,
     dataset_targets,
@@ -191,8 +191,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
         def check_output(net):
             self._check_module_output(net, first_rows(net, train[0]))
 
-        net, record = train_once(self, net, train, valid, seed=seed, checkpoint=checkpoint,
-                                 on_initialized=check_output)
+        with using(checkpoint, net):  # one fit at a time per checkpoint_dir
+            net, record = train_once(self, net, train, valid, seed=seed, checkpoint=checkpoint,
+                                     on_initialized=check_output)
         self._keep(net, record)
         self._select(None if valid is None else valid[0], y_v, train[0])
         if self.verbose:
