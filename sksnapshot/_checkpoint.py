@@ -111,8 +111,10 @@ def fingerprint(X, y, estimator_params, net):
     net_params = {k: _canonical(v) for k, v in net.get_params(deep=False).items()
                   if k not in skip and not k.startswith("_")
                   and not k.startswith("callbacks__print_log")}
+    # Where the checkpoint lies is not a setting of the run: a moved directory, or
+    # its path given as a str once and as a Path the next time, resumes.
     settings = {k: _canonical(v) for k, v in estimator_params.items()
-                if k not in ("net", "verbose")}
+                if k not in ("net", "verbose", "checkpoint_dir")}
     digest.update(json.dumps([settings, net_params], sort_keys=True).encode())
     return digest.hexdigest()
 
