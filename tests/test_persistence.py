@@ -10,7 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net, load_ensemble, save_ensemble
+from sksnapshot import (
+    SnapshotEnsembleClassifier,
+    default_classifier_net,
+    load_ensemble,
+    save_ensemble,
+)
 
 from .conftest import tiny_net
 
