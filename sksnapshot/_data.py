@@ -81,7 +81,7 @@ def warn_small_split(n_train, n_valid, data_driven):
             f"Only {n_train} rows remain for training ({n_valid} are held out for "
             f"validation); fewer than {MIN_ROWS} rows hardly train a net. Lower "
             "validation_fraction or give more data.",
-            UserWarning, stacklevel=4,
+            UserWarning, stacklevel=5,
         )
     if data_driven and 0 < n_valid < MIN_ROWS:
         warnings.warn(
@@ -89,7 +89,7 @@ def warn_small_split(n_train, n_valid, data_driven):
             f"fewer than {MIN_ROWS} the choice is noisy (one row moves a score by 10% or "
             "more). Raise validation_fraction, pass X_valid, or use selection='all' "
             "(or 'last') with weighting='uniform'.",
-            UserWarning, stacklevel=4,
+            UserWarning, stacklevel=5,
         )
 
 
