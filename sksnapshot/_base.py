@@ -17,7 +17,7 @@ from skorch.utils import is_dataset, to_tensor
 from torch.optim.swa_utils import update_bn
 
 from ._callbacks import copy_state_dict
-from ._checkpoint import CheckpointDir, fingerprint
+from ._checkpoint import CheckpointDir, fingerprint, using
 from ._data import (
     check_inputs,
     dataset_targets,
@@ -25,6 +25,7 @@ from ._data import (
     n_samples,
     take_rows,
     validation_split,
+    warn_small_split,
 )
 from ._distributed import picklable_state
 from ._inference import runner_for
@@ -44,6 +45,13 @@ class _ForwardInputs(torch.nn.Module):
 
     def forward(self, x):
         return self.module(**x) if isinstance(x, Mapping) else self.module(x)
+
+
+class _Count(Interval):
+    """``Interval(Integral, ...)`` without bools (``numbers.Integral`` includes True)."""
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, bool) and super().is_satisfied_by(val)
 
 
 class BaseSnapshotEnsemble(BaseEstimator):
@@ -67,8 +75,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
     _parameter_constraints = {
         "net": "no_validation",
-        "n_snapshots": [Interval(Integral, 1, None, closed="left")],
-        "n_members": [None, Interval(Integral, 1, None, closed="left")],
+        "n_snapshots": [_Count(Integral, 1, None, closed="left")],
+        "n_members": [None, _Count(Integral, 1, None, closed="left")],
         "min_lr": [Interval(Real, 0, None, closed="left")],
         "schedule": [StrOptions(set(SCHEDULES)), callable],
         "selection": [StrOptions(set(SELECTIONS))],
@@ -188,11 +196,15 @@ class BaseSnapshotEnsemble(BaseEstimator):
             valid = take_rows(X, y, valid_idx) if len(valid_idx) else None
             y_v = y[valid_idx]
 
+        warn_small_split(len(train_idx), len(y_v), data_driven=self.selection not in (
+            "all", "last") or self.weighting != "uniform")
+
         def check_output(net):
             self._check_module_output(net, first_rows(net, train[0]))
 
-        net, record = train_once(self, net, train, valid, seed=seed, checkpoint=checkpoint,
-                                 on_initialized=check_output)
+        with using(checkpoint, net):  # one fit at a time per checkpoint_dir
+            net, record = train_once(self, net, train, valid, seed=seed, checkpoint=checkpoint,
+                                     on_initialized=check_output)
         self._keep(net, record)
         self._select(None if valid is None else valid[0], y_v, train[0])
         if self.verbose:

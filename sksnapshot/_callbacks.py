@@ -190,13 +190,21 @@ class CyclicSnapshots(Callback):
                  "_peaks", "_lr_scale", "_reference_loss", "_drop_cycle")
 
     def progress_state(self):
-        """What a resumed fit needs, besides the net's own state and the snapshots."""
-        return {name: getattr(self, name) for name in self._PROGRESS}
+        """What a resumed fit needs, besides the net's own state and the snapshots.
+
+        Until the first snapshot exists this includes the initial weights the
+        divergence guard falls back to (after that the last snapshot is the
+        fallback, and the files stay small).
+        """
+        state = {name: getattr(self, name) for name in self._PROGRESS}
+        state["_initial_state"] = None if self.snapshots_ else self._initial_state
+        return state
 
     def restore(self, progress, snapshots):
         """Continue from ``progress_state()`` and the snapshots saved with it."""
         for name in self._PROGRESS:
             setattr(self, name, progress[name])
+        self._initial_state = progress.get("_initial_state")
         self.snapshots_ = list(snapshots)
 
     def take_record(self):
@@ -237,6 +245,12 @@ class CyclicSnapshots(Callback):
             )
         if self._peaks is None:  # a resumed fit keeps the peaks it planned with
             self._peaks = [group["lr"] for group in net.optimizer_.param_groups]
+        not_usable = [lr for lr in self._peaks if not (math.isfinite(lr) and lr > 0)]
+        if not_usable:
+            raise ValueError(
+                f"The net's learning rate must be a finite number above 0 (it is the peak "
+                f"learning rate of every cycle), got lr={not_usable[0]!r}."
+            )
         too_low = [lr for lr in self._peaks if lr < self.min_lr]
         if too_low:
             raise ValueError(
@@ -248,7 +262,7 @@ class CyclicSnapshots(Callback):
         self._cycle_ends = set(ends.tolist())
         # Cycle k (1-based) ends at its snapshot step, for the history's 'cycle'.
         self._bounds = np.concatenate([[0], ends + 1])
-        if not self.snapshots_:
+        if not self.snapshots_ and self._initial_state is None:  # a resumed fit has its own
             self._initial_state = copy_state_dict(_unwrapped_module(net))
 
     def _plan_lrs(self):
@@ -305,15 +319,16 @@ class CyclicSnapshots(Callback):
                 self.snapshot_iterations_.append(self.iteration_)
                 self._snapshot_this_epoch = True
                 if self.checkpoint is not None and _is_main_process(net):
-                    self.checkpoint.save_snapshot(len(self.snapshots_) - 1, self.snapshots_[-1])
+                    self.checkpoint.save_snapshot(len(self.snapshots_) - 1,
+                                                  self.snapshots_[-1])
         self.iteration_ += 1
 
     def on_epoch_end(self, net, **kwargs):
         valid_loss = net.history[-1].get("valid_loss")
         if valid_loss is not None:
             valid_loss = _global_mean(net, valid_loss)
-        if valid_loss is not None and self._is_divergent(
-                valid_loss, None if self.divergence_factor is None else self.divergence_factor ** 2):
+        factor = None if self.divergence_factor is None else self.divergence_factor ** 2
+        if valid_loss is not None and self._is_divergent(valid_loss, factor):
             popped = self._snapshot_this_epoch
             if popped:
                 # Taken from weights whose validation loss exploded: not a member.
@@ -341,8 +356,9 @@ class CyclicSnapshots(Callback):
             return True
         reference = self._reference_loss
         # Losses near 0 (or negative, e.g. Gaussian NLL) give no scale: floor at 1.
-        scale = max(abs(reference), 1.0) if reference is not None and math.isfinite(reference) else None
-        return scale is not None and loss > factor * scale
+        if reference is None or not math.isfinite(reference):
+            return False
+        return loss > factor * max(abs(reference), 1.0)
 
     def _recover(self, net, step, what, drop_cycle=True):
         """Restore the last good weights and halve the peak learning rate.
@@ -364,11 +380,12 @@ class CyclicSnapshots(Callback):
                                   "loss": what, "lr_scale_before": old,
                                   "lr_scale_after": self._lr_scale})
         peak = self._peaks[0]
+        restored = f"snapshot {len(self.snapshots_)}" if self.snapshots_ else "the initialisation"
         warnings.warn(
             f"Cycle {cycle} diverged at iteration {step} ({what}). Restored the weights of "
-            f"{'snapshot ' + str(len(self.snapshots_)) if self.snapshots_ else 'the initialisation'}, "
+            f"{restored}, "
             f"dropped cycle {cycle}'s snapshot and lowered the peak learning rate from "
             f"{self.min_lr + (peak - self.min_lr) * old:.4g} to "
             f"{self.min_lr + (peak - self.min_lr) * self._lr_scale:.4g} for the rest of training.",
-            RuntimeWarning,
+            RuntimeWarning, stacklevel=2,
         )

@@ -2,21 +2,44 @@
 
 Files are written with ``torch.save`` and read with ``torch.load(weights_only=True)``,
 which rebuilds tensors and plain containers only and runs no code from the file.
+A file that is missing, unreadable or not what this module wrote is refused with
+a ``ValueError`` naming it. One fit at a time holds a directory: an exclusive
+lock (``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows) on its ``.lock``
+file, from before the progress is read until the fit ends.
 """
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import pathlib
 import re
+import tempfile
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from skorch.history import History
 
-__all__ = ["CheckpointDir", "fingerprint"]
+from ._callbacks import _is_main_process, _unwrapped_module
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+__all__ = ["CheckpointDir", "fingerprint", "using"]
 
 _PROGRESS = "progress.pt"
+_LOCK = ".lock"
+# The fields of a progress file and their types.
+_FIELDS = {
+    "fingerprint": str, "epochs_done": int, "n_snapshots": int, "module": Mapping,
+    "optimizer": Mapping, "rng": torch.Tensor, "cuda_rng": list, "callback": Mapping,
+    "history": str, "train": torch.Tensor, "valid": torch.Tensor,
+}
 
 
 def _canonical(value):
@@ -88,17 +111,62 @@ def fingerprint(X, y, estimator_params, net):
     net_params = {k: _canonical(v) for k, v in net.get_params(deep=False).items()
                   if k not in skip and not k.startswith("_")
                   and not k.startswith("callbacks__print_log")}
+    # Where the checkpoint lies is not a setting of the run: a moved directory, or
+    # its path given as a str once and as a Path the next time, resumes.
     settings = {k: _canonical(v) for k, v in estimator_params.items()
-                if k not in ("net", "verbose")}
+                if k not in ("net", "verbose", "checkpoint_dir")}
     digest.update(json.dumps([settings, net_params], sort_keys=True).encode())
     return digest.hexdigest()
 
 
 def _atomic_save(obj, path):
-    """Write next to the target, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Write a temporary file of this writer's own next to the target, then rename.
+
+    A crash never leaves half a file, and two writers never share a temporary name.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(obj, file)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _try_lock(path, shared=False):
+    """An open lock file locked without waiting, or None when another process holds it."""
+    handle = open(path, "a+b")  # held open for as long as the lock
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                        | fcntl.LOCK_NB)
+        else:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    except OSError as exc:
+        handle.close()
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK):
+            return None
+        raise
+    return handle
+
+
+def _unlock(handle):
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        else:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    finally:
+        handle.close()
+
+
+def using(checkpoint, net):
+    """``checkpoint.lock(net)``, or a context that does nothing when ``checkpoint`` is None."""
+    return contextlib.nullcontext() if checkpoint is None else checkpoint.lock(net)
 
 
 class CheckpointDir:
@@ -114,18 +182,74 @@ class CheckpointDir:
     split : tuple of ndarray
         The (train, valid) row indices of a fresh run. A resumed run keeps the
         split it was saved with: read :attr:`split` after construction.
+
+    Notes
+    -----
+    Construction reads the saved progress, without its snapshots, for the
+    split and to refuse another run's directory early. Training must then run
+    inside :meth:`lock`, which takes the directory for this fit and reads the
+    progress again, with the snapshots, under the lock: that is the state
+    :meth:`resume` continues from.
     """
 
     def __init__(self, path, digest, split):
         self.path = pathlib.Path(path)
         self.digest = digest
-        self._progress = self._load()
-        if self._progress is not None:
-            split = (self._progress["train"].numpy(), self._progress["valid"].numpy())
+        self._progress = None
+        progress = self._load_progress()
+        if progress is not None:
+            split = (progress["train"].numpy(), progress["valid"].numpy())
         self.split = split
 
     def _snapshot_path(self, index):
         return self.path / f"snapshot_{index:03d}.pt"
+
+    def _busy(self):
+        return RuntimeError(
+            f"Another fit is using the checkpoint directory {str(self.path)!r} (it holds "
+            f"the lock on {str(self.path / _LOCK)!r}). Wait for that fit to end, or pass "
+            "another checkpoint_dir."
+        )
+
+    def _unusable(self, file, problem):
+        return ValueError(
+            f"The checkpoint file {str(file)!r} {problem}, so the training run saved in "
+            f"{str(self.path)!r} cannot be resumed. Delete that directory to start afresh, "
+            "or pass another checkpoint_dir."
+        )
+
+    @contextlib.contextmanager
+    def lock(self, net=None):
+        """Hold the directory for one fit, then read the progress to resume from.
+
+        A second fit on the same directory, in this or another process, gets a
+        ``RuntimeError`` instead of mixing its files with this one's. The lock
+        is released when the block ends, however it ends. Only the main
+        process of a distributed Accelerate run (the one that writes) takes
+        it; the others only read.
+        """
+        handle = None
+        if net is None or _is_main_process(net):
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = _try_lock(self.path / _LOCK)
+            if handle is None:
+                raise self._busy()
+        try:
+            progress = self._load()
+            if progress is not None and not (
+                    np.array_equal(progress["train"].numpy(), self.split[0])
+                    and np.array_equal(progress["valid"].numpy(), self.split[1])):
+                raise RuntimeError(
+                    f"Another fit wrote to the checkpoint directory {str(self.path)!r} while "
+                    "this one was starting, with another validation split. Fit again to "
+                    "resume from it, or pass another checkpoint_dir."
+                )
+            self._progress = progress
+            yield self
+        finally:
+            self._progress = None  # the snapshots belong to the fit now
+            if handle is not None:
+                _unlock(handle)
 
     def save_snapshot(self, index, state):
         self.path.mkdir(parents=True, exist_ok=True)
@@ -148,33 +272,92 @@ class CheckpointDir:
         }, self.path / _PROGRESS)
 
     def resume(self, net, callback):
-        """Put a freshly initialised net back in the saved state; return the epochs done (0 if none)."""
+        """Put a freshly initialised net back in the saved state; return the epochs done.
+
+        0 for a fresh directory. Call inside :meth:`lock`.
+        """
         progress = self._progress
         if progress is None:
             return 0
-        net.module_.load_state_dict(progress["module"])
-        net.optimizer_.load_state_dict(progress["optimizer"])
-        net.history = History(json.loads(progress["history"]))
-        callback.restore(progress["callback"], progress["snapshots"])
-        torch.set_rng_state(progress["rng"])
-        if progress["cuda_rng"]:
-            torch.cuda.set_rng_state_all(progress["cuda_rng"])
+        expected = _shapes(_unwrapped_module(net).state_dict())
+        states = dict(enumerate(progress["snapshots"]))
+        states[_PROGRESS] = progress["callback"].get("_initial_state")
+        for index, state in states.items():
+            if state is not None and _shapes(state) != expected:
+                file = self.path / _PROGRESS if index == _PROGRESS else self._snapshot_path(index)
+                raise self._unusable(file, "holds weights that do not fit the net's module")
+        try:
+            net.module_.load_state_dict(progress["module"])
+            net.optimizer_.load_state_dict(progress["optimizer"])
+            net.history = History(json.loads(progress["history"]))
+            callback.restore(progress["callback"], progress["snapshots"])
+            torch.set_rng_state(progress["rng"])
+            if progress["cuda_rng"]:
+                torch.cuda.set_rng_state_all(progress["cuda_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise self._unusable(
+                self.path / _PROGRESS,
+                f"does not fit this net (a {type(exc).__name__} while restoring it)",
+            ) from None
         return progress["epochs_done"]
 
-    def _load(self):
-        """The saved progress with its snapshots, or None for a fresh directory."""
+    def _read(self, file):
+        """``torch.load(weights_only=True)`` of one file, or our own error."""
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            problem = "is missing"
+        except Exception as exc:  # torch's text would suggest weights_only=False: never
+            problem = f"cannot be read ({type(exc).__name__}); it may be damaged or tampered with"
+        raise self._unusable(file, problem)
+
+    def _load_progress(self):
+        """The saved progress without its snapshots, or None for a fresh directory."""
         progress_path = self.path / _PROGRESS
         if not progress_path.exists():
             return None
-        progress = torch.load(progress_path, map_location="cpu", weights_only=True)
+        progress = self._read(progress_path)
+        if not isinstance(progress, Mapping):
+            raise self._unusable(progress_path, "does not hold a training run's progress")
         if progress.get("fingerprint") != self.digest:
+            try:
+                probe = _try_lock(self.path / _LOCK, shared=True)
+            except OSError:  # e.g. a read-only directory: nobody trains there
+                probe = False
+            if probe is None:  # that run is being trained right now
+                raise self._busy()
+            if probe:
+                _unlock(probe)
             raise ValueError(
                 f"The checkpoint in {str(self.path)!r} belongs to another training run "
                 "(different data or settings). Use an empty checkpoint_dir, or delete "
                 "that directory to start afresh."
             )
-        progress["snapshots"] = [
-            torch.load(self._snapshot_path(i), map_location="cpu", weights_only=True)
-            for i in range(progress["n_snapshots"])
-        ]
+        for field, kind in _FIELDS.items():
+            if not isinstance(progress.get(field), kind):
+                raise self._unusable(progress_path, f"has no valid {field!r} field")
+        if progress["n_snapshots"] < 0 or not isinstance(
+                progress["callback"].get("_initial_state", {}), (Mapping, type(None))):
+            raise self._unusable(progress_path, "has an invalid field")
         return progress
+
+    def _load(self):
+        """The saved progress with its snapshots, or None for a fresh directory."""
+        progress = self._load_progress()
+        if progress is None:
+            return None
+        progress["snapshots"] = []
+        for i in range(progress["n_snapshots"]):
+            snapshot = self._read(self._snapshot_path(i))
+            if not isinstance(snapshot, Mapping):
+                raise self._unusable(self._snapshot_path(i), "does not hold a snapshot")
+            progress["snapshots"].append(snapshot)
+        return progress
+
+
+def _shapes(state):
+    """Keys, shapes and dtypes of a state dict (None if it is not one)."""
+    if not isinstance(state, Mapping) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        return None
+    return {str(k): (tuple(v.shape), v.dtype) for k, v in state.items()}

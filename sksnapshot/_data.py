@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch.utils.data import (
 
 __all__ = ["validation_split", "torch_seed", "check_inputs", "n_samples", "dataset_targets",
            "LabelledDataset", "take_rows", "batch_loader", "is_dict_input",
-           "is_nd_input"]
+           "is_nd_input", "warn_small_split"]
 
 
 def validation_split(y, fraction, rng):
@@ -66,6 +67,30 @@ def validation_split(y, fraction, rng):
         valid = np.array([rng.choice(np.flatnonzero(y == c)) for c in classes])
     valid = np.sort(valid)
     return np.setdiff1d(np.arange(n_samples), valid), valid
+
+
+# Below this many rows a split is too small to train on, or to choose members on:
+# one row moves a validation score by 10% or more.
+MIN_ROWS = 10
+
+
+def warn_small_split(n_train, n_valid, data_driven):
+    """Warn when fewer than ``MIN_ROWS`` rows train, or choose members by their scores."""
+    if n_train < MIN_ROWS:
+        warnings.warn(
+            f"Only {n_train} rows remain for training ({n_valid} are held out for "
+            f"validation); fewer than {MIN_ROWS} rows hardly train a net. Lower "
+            "validation_fraction or give more data.",
+            UserWarning, stacklevel=5,
+        )
+    if data_driven and 0 < n_valid < MIN_ROWS:
+        warnings.warn(
+            f"Only {n_valid} validation rows choose the members and their weights; with "
+            f"fewer than {MIN_ROWS} the choice is noisy (one row moves a score by 10% or "
+            "more). Raise validation_fraction, pass X_valid, or use selection='all' "
+            "(or 'last') with weighting='uniform'.",
+            UserWarning, stacklevel=5,
+        )
 
 
 @contextlib.contextmanager

@@ -251,7 +251,8 @@ def test_pandas_and_integer_input(data):
 def test_bad_input_errors(data):
     X, y = data
     clf = fit(X, y)
-    with pytest.raises(ValueError, match="X has 5 features, but SnapshotEnsembleClassifier is expecting 6"):
+    with pytest.raises(ValueError,
+                       match="X has 5 features, but SnapshotEnsembleClassifier is expecting 6"):
         clf.predict(X[:, :5])
     X_nan = X.copy()
     X_nan[0, 0] = np.nan
@@ -351,7 +352,8 @@ def test_joblib_round_trip_in_a_new_process(data, tmp_path):
     code = textwrap.dedent(f"""
         import joblib, numpy as np
         clf = joblib.load({str(path)!r})
-        np.save({str(tmp_path / 'p.npy')!r}, clf.predict_proba(np.load({str(tmp_path / 'X.npy')!r})))
+        X = np.load({str(tmp_path / 'X.npy')!r})
+        np.save({str(tmp_path / 'p.npy')!r}, clf.predict_proba(X))
     """)
     subprocess.run([sys.executable, "-c", code], check=True)
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), clf.predict_proba(X))

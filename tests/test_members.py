@@ -46,7 +46,8 @@ def test_validation_results_are_recorded(fitted):
 
 
 @pytest.mark.parametrize("selection, n_members, expected_size", [
-    ("last", 2, 2), ("all", None, 4), ("diverse", 3, 3), ("greedy", 2, None), ("diverse", None, None),
+    ("last", 2, 2), ("all", None, 4), ("diverse", 3, 3), ("greedy", 2, None),
+    ("diverse", None, None),
 ])
 def test_select_applies_each_strategy_without_retraining(fitted, split, selection, n_members,
                                                          expected_size):

@@ -5,7 +5,8 @@ from sksnapshot import cosine_annealing_lr, cycle_boundaries, snapshot_iteration
 from sksnapshot._schedules import linear_cycles_lr, linear_snapshot_iterations, resolve_schedule
 
 
-@pytest.mark.parametrize("n_iter, n_cycles", [(10, 3), (100, 5), (21, 4), (7, 7), (1000, 9), (5, 1)])
+@pytest.mark.parametrize("n_iter, n_cycles",
+                         [(10, 3), (100, 5), (21, 4), (7, 7), (1000, 9), (5, 1)])
 def test_boundaries_give_exactly_n_cycles(n_iter, n_cycles):
     bounds = cycle_boundaries(n_iter, n_cycles)
     assert bounds[0] == 0 and bounds[-1] == n_iter
@@ -38,7 +39,8 @@ def test_cosine_matches_the_paper_formula_in_every_cycle():
     for k in range(n_cycles):
         start, stop = bounds[k], bounds[k + 1]
         steps = np.arange(start, stop)
-        expected = min_lr + (lr - min_lr) / 2 * (1 + np.cos(np.pi * (steps - start) / (stop - start)))
+        phase = (steps - start) / (stop - start)
+        expected = min_lr + (lr - min_lr) / 2 * (1 + np.cos(np.pi * phase))
         np.testing.assert_allclose(got[start:stop], expected)
         assert got[start] == pytest.approx(lr)
         assert np.all(np.diff(got[start:stop]) < 0)
