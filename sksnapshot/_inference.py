@@ -54,13 +54,48 @@ def _meta_replica(module):
     return copy.deepcopy(module, memo).eval()
 
 
+class _Replica:
+    """A weightless copy of the trained module that runs any member's state.
+
+    A member's tensors are put straight into the replica's parameter and
+    buffer slots (as ``torch.func.functional_call`` does, without its per-call
+    search for tied weights), and the ``meta`` placeholders go back after the
+    call, so an idle replica holds no member's memory.
+    """
+
+    def __init__(self, module):
+        self.module = _meta_replica(module)
+        self.slots = []
+        for key in module.state_dict():
+            prefix, _, name = key.rpartition(".")
+            owner = self.module.get_submodule(prefix)
+            store = owner._parameters if name in owner._parameters else owner._buffers
+            if name not in store:  # e.g. extra state: leave it to functional_call
+                self.slots = None
+                break
+            self.slots.append((key, store, name, store[name]))
+
+    def __call__(self, state, x):
+        if self.slots is None:
+            args, kwargs = ((), dict(x)) if isinstance(x, Mapping) else ((x,), {})
+            return torch.func.functional_call(self.module, state, args, kwargs)
+        for key, store, name, _ in self.slots:
+            store[name] = state[key]
+        return self.module(**x) if isinstance(x, Mapping) else self.module(x)
+
+    def release(self):
+        if self.slots is not None:
+            for _, store, name, placeholder in self.slots:
+                store[name] = placeholder
+
+
 def inference_batch_size(net, X):
     """Rows per inference batch: the net's ``iterator_valid__batch_size`` if set, else large.
 
     The default is the most rows (up to 4096) whose input fits in 16 MiB, and
     never fewer than the training batch size (which fits with gradients).
     """
-    given = net.get_params_for("iterator_valid").get("batch_size")
+    given = getattr(net, "iterator_valid__batch_size", None)
     if given is not None:
         return given if given > 0 else max(n_samples(X), 1)
     row_bytes = _row_bytes(X)
@@ -118,7 +153,7 @@ class MemberRunner:
         try:
             return self._replicas.get_nowait()
         except queue.Empty:
-            return _meta_replica(self.module)
+            return _Replica(self.module)
 
     def _forward(self, replica, state, x):
         if self._custom_infer:
@@ -132,31 +167,27 @@ class MemberRunner:
                 finally:
                     self.module.load_state_dict(original)
                     self.module.train(was_training)
-        elif isinstance(x, Mapping):
-            out = torch.func.functional_call(replica, state, (), dict(x))
         else:
-            out = torch.func.functional_call(replica, state, (x,))
+            out = replica(state, x)
         out = out[0] if isinstance(out, tuple) else out
         return self.nonlinearity(out)
 
     def _run(self, X, states, batch_size, consume):
-        """Call ``consume(rows, outputs)`` for each batch; ``outputs`` holds one tensor a member."""
-        # The members' tensors go to the device once per call; the snapshots stay on the CPU.
-        states = [{k: v.to(self.device) for k, v in state.items()} for state in states]
+        """Call ``consume(outputs)`` for each batch; ``outputs`` holds one tensor a member."""
+        if self.device.type != "cpu":
+            # The members' tensors go to the device once per call; the snapshots stay on the CPU.
+            states = [{k: v.to(self.device) for k, v in state.items()} for state in states]
         replica = None if self._custom_infer else self._acquire()
-        start = 0
         try:
             with torch.inference_mode():
                 for xb in self._batches(X, batch_size):
-                    x = to_tensor(xb, device=self.device)
-                    outputs = [self._forward(replica, state, x) for state in states]
-                    n = len(outputs[0])
-                    consume(slice(start, start + n), outputs)
-                    start += n
+                    x = (torch.as_tensor(xb, device=self.device) if isinstance(xb, np.ndarray)
+                         else to_tensor(xb, device=self.device))
+                    consume([self._forward(replica, state, x) for state in states])
         finally:
             if replica is not None:
+                replica.release()
                 self._replicas.put(replica)
-        return start
 
     # -- what the estimators ask for -----------------------------------------------
     def weighted_sum(self, X, states, weights, transform=None, batch_size=None):
@@ -169,7 +200,7 @@ class MemberRunner:
         weights = [float(w) for w in weights]
         parts = []
 
-        def consume(rows, outputs):
+        def consume(outputs):
             total = None
             for w, out in zip(weights, outputs):
                 # float64 sums (MPS has none): the same numbers as NumPy's np.average.
@@ -186,7 +217,7 @@ class MemberRunner:
         batch_size = batch_size or inference_batch_size(self.net, X)
         parts = []
 
-        def consume(rows, outputs):
+        def consume(outputs):
             parts.append(torch.stack(outputs).cpu().numpy())
 
         self._run(X, states, batch_size, consume)
