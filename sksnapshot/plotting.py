@@ -5,13 +5,11 @@ matplotlib is an optional dependency, imported when a function is called:
 given one (a new figure otherwise) and returns the matplotlib Axes.
 """
 
-from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._callbacks import CyclicSnapshots
 from ._schedules import resolve_schedule
 from .metrics import (
     expected_calibration_error,
@@ -49,37 +47,15 @@ def _get_ax(ax):
 def _schedule_from_estimator(estimator):
     """Per-step learning rates recorded in training and the snapshot steps."""
     check_is_fitted(estimator, ["net_", "snapshots_", "n_iter_"])
-    lrs, step_epochs = [], []
-    for epoch_number, epoch in enumerate(estimator.net_.history, start=1):
-        for batch in epoch["batches"]:
-            if "lr" in batch:  # training batches only
-                lrs.append(batch["lr"])
-                step_epochs.append(epoch_number)
+    lrs = [batch["lr"] for epoch in estimator.net_.history for batch in epoch["batches"]
+           if "lr" in batch]  # training batches only
     lrs = np.asarray(lrs, dtype=np.float64)
-    # The plan of the fit: the net's CyclicSnapshots callback keeps it, also when
-    # the estimator's parameters were changed after fit.
-    plans = [cb for _, cb in getattr(estimator.net_, "callbacks_", [])
-             if isinstance(cb, CyclicSnapshots) and getattr(cb, "n_iter_", None)]
-    if plans:
-        schedule, n_cycles, n_planned = plans[0].schedule, plans[0].n_snapshots, plans[0].n_iter_
-    else:  # pragma: no cover - only if the callback was removed by hand
-        schedule, n_cycles = estimator.schedule, estimator.n_snapshots
-        n_planned = estimator.n_iter_
-    _, snapshot_fn = resolve_schedule(schedule)
-    if len(estimator.snapshots_) == n_cycles:  # every cycle ended with its snapshot
-        steps = np.asarray(snapshot_fn(estimator.n_iter_, n_cycles))
-        return lrs, steps[steps < len(lrs)]
-    # An interrupted fit, or cycles whose snapshot was dropped: the planned cycle
-    # ends, matched with the epochs in which snapshots were actually taken.
-    planned = np.asarray(snapshot_fn(n_planned, n_cycles))
-    remaining = Counter(estimator.snapshot_epochs_)
-    steps = []
-    for step in planned[planned < len(lrs)]:
-        epoch = step_epochs[step]
-        if remaining[epoch] > 0:
-            remaining[epoch] -= 1
-            steps.append(int(step))
-    return lrs, np.asarray(steps, dtype=np.int64)
+    steps = getattr(estimator, "snapshot_iterations_", None)
+    if steps is None:  # an ensemble saved before the steps were recorded: the planned ends
+        _, snapshot_fn = resolve_schedule(estimator.schedule)
+        steps = np.asarray(snapshot_fn(estimator.n_iter_, len(estimator.snapshots_)))
+    steps = np.asarray(steps, dtype=np.int64)
+    return lrs, steps[steps < len(lrs)]
 
 
 def _schedule_from_args(schedule, n_iter, n_snapshots, lr, min_lr):
