@@ -123,7 +123,14 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     validation_fraction : float in [0, 1), default=0.1
         Share of the training rows held out (stratified) and given to skorch as
         its validation set, so ``valid_loss`` and ``valid_acc`` appear in the
-        history. 0 trains on every row.
+        history. 0 trains on every row. Ignored when ``fit`` is given
+        ``X_valid``.
+    checkpoint_dir : str, path-like or None, default=None
+        A directory where every snapshot is written the moment it is taken,
+        and the training progress at every epoch end. Calling ``fit`` again
+        with the same data and settings resumes exactly where an interrupted
+        fit stopped; a directory holding another run (other data or settings)
+        is refused, and so is a second fit using it at the same time.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split and torch (weights, shuffling, dropout)
         inside ``fit`` only; torch's global random state is restored afterwards.
@@ -138,9 +145,13 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     classes_ : ndarray of shape (n_classes,)
         The class labels.
     n_features_in_ : int
-        Number of features seen during ``fit``.
+        Number of features seen during ``fit`` (2-D inputs only).
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during ``fit``, when ``X`` has string column names.
+    sample_shape_ : tuple, dict of tuples or None
+        The shape of one sample seen in ``fit`` (``(n_features,)`` for 2-D
+        inputs, e.g. ``(1, 28, 28)`` for images; per input for a dict; None
+        when a Dataset's items have no shape); prediction inputs must match.
     net_ : skorch.NeuralNetClassifier
         The trained net; ``net_.history`` holds the per-epoch losses, ``lr``,
         ``cycle`` and ``event_snapshot``, and per-batch ``lr``. Its module holds
@@ -162,8 +173,16 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         labels; None without validation rows.
     averaged_state_ : OrderedDict or None
         With ``combine="weights"``, the averaged model's state (CPU tensors).
+    snapshot_iterations_ : list of int
+        The (0-based) optimizer step after which each snapshot was taken.
+    divergences_ : list of dict
+        One entry per divergence the guard handled (the iteration, the cycle,
+        the loss that showed it, the peak learning-rate factor before and
+        after); empty for a healthy run.
     n_iter_ : int
         Optimizer steps taken.
+    n_iter_planned_ : int
+        Optimizer steps planned (``n_iter_`` is smaller after an interruption).
 
     See Also
     --------

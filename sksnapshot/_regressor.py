@@ -86,8 +86,9 @@ checkpoint_dir, random_state, verbose
         Whether the members predict a variance as well as a mean.
     validation_scores_ : dict or None
         ``"mse"`` (and ``"gaussian_nll"``) of every snapshot on the validation rows.
-    net_, snapshots_, snapshot_epochs_, members_, weights_, averaged_state_, \
-divergences_, n_iter_, n_features_in_, feature_names_in_
+    net_, snapshots_, snapshot_epochs_, snapshot_iterations_, members_, weights_, \
+averaged_state_, divergences_, n_iter_, n_iter_planned_, n_features_in_, \
+feature_names_in_, sample_shape_
         As for :class:`SnapshotEnsembleClassifier`.
 
     Examples
