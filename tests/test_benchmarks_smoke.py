@@ -100,3 +100,55 @@ def test_benchmark_nets_accept_2d_input(model):
     net = make_net(model, max_epochs=1, lr=0.1)
     net.set_params(module__n_features=40, module__n_classes=10).initialize()
     assert net.module_(torch.zeros(3, 40)).shape == (3, 10)
+
+
+def test_images_quick_run_writes_the_table(tmp_path, capsys):
+    import torch
+
+    from benchmarks import images
+
+    images.main(["--quick", "--device", "cpu", "--out", str(tmp_path)])
+    text = (tmp_path / "images.md").read_text()
+    # the header names the device, torch version and thread count
+    assert "on cpu (" in text and f"torch {torch.__version__}" in text
+    assert "torch.set_num_threads(1)" in text
+    header = _header(text, "data")
+    assert header == ["data", "model", "lr", "method", "accuracy", "NLL", "ECE", "members",
+                      "fit time (s)", "time / single"]
+    body = _table_rows(text, "digits-8x8")
+    assert [r[3] for r in body] == images.METHODS
+    assert all(len(r) == len(header) for r in body)
+    single = body[0]
+    assert 0 <= float(single[4]) <= 1 and np.isfinite(float(single[5]))
+    # TorchEnsemble is optional: either numbers or the exact error under the table.
+    te = body[images.METHODS.index(images.TORCHENSEMBLE)]
+    assert te[4] != "n/a" or f"**{images.TORCHENSEMBLE} failed**" in text
+    # the raw results redraw the same table without fitting
+    images.main(["--quick", "--out", str(tmp_path), "--redraw"])
+    assert (tmp_path / "images.md").read_text() == text
+
+
+def test_images_rows_start_from_the_same_weights():
+    """Single net, snapshot ensemble and TorchEnsemble's module start from equal weights."""
+    import torch
+    from skorch.callbacks import Callback
+
+    from benchmarks import images
+    from sksnapshot import SnapshotEnsembleClassifier
+
+    class RecordStart(Callback):
+        def on_train_begin(self, net, **kwargs):
+            self.state_ = {k: v.clone() for k, v in net.module_.state_dict().items()}
+
+    X, y, *_ = images.split("digits-8x8", seed=1, max_train=100)
+    starts = []
+    for n_snapshots in (1, 5):
+        net = images.make_net("cnn", max_epochs=5, lr=0.1).set_params(
+            callbacks=[("start", RecordStart())])
+        clf = SnapshotEnsembleClassifier(net, n_snapshots=n_snapshots, validation_fraction=0.0,
+                                         random_state=1).fit(X, y)
+        starts.append(dict(clf.net_.callbacks_)["start"].state_)  # the net's clone of it
+    torch.manual_seed(images.init_seed(1))  # as the TorchEnsemble row seeds its module
+    starts.append(images.SmallCNN(n_classes=10).state_dict())
+    for state in starts[1:]:
+        assert all(torch.equal(state[k], starts[0][k]) for k in starts[0])
