@@ -152,7 +152,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
     def _labelled_rows(self, X, y):
         """New labelled rows (``select``, ``X_valid``): inputs and encoded targets."""
-        X = self._validate_X_predict(X)
+        X = check_inputs(self, X, reset=False)
         if y is None:
             if not is_dataset(X):
                 raise ValueError("y is required unless X is a torch Dataset with targets.")
@@ -182,6 +182,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
         seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
 
         net = build_net(self, data_kwargs, self.sample_shape_)
+        if "n_classes" in data_kwargs and getattr(net, "classes", ()) is None:
+            # skorch infers its classes from y, which a Dataset X does not give it.
+            net.set_params(classes=np.arange(data_kwargs["n_classes"]))
         checkpoint = None
         if self.checkpoint_dir is not None:
             digest = fingerprint(X, y, self.get_params(deep=False), net)
@@ -341,6 +344,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
             With new ``members_``, ``weights_``, ``validation_scores_`` and
             ``averaged_state_``.
         """
+        check_is_fitted(self, "snapshots_")
         X, y = self._labelled_rows(X, y)
         self._validate_params()
         self._check_member_settings()

@@ -26,21 +26,7 @@ N_TRAIN, N_TEST = 150, 40
 NAMES = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                   "nine"])
 
-# Bugs found while writing these tests (see each test's reason).
-BUG_NOT_FITTED = (
-    "fit(X, y, X_valid=..., y_valid=...) on an unfitted estimator raises NotFittedError: "
-    "_base.py _fit -> self._labelled_rows(X_valid, y_valid) -> _validate_X_predict -> "
-    "check_is_fitted(self, 'snapshots_') runs before any snapshot exists (it only 'works' "
-    "on a refit, with the previous fit's snapshots_)."
-)
-BUG_DATASET_CLASSES = (
-    "A torch Dataset X with validation rows (the default validation_fraction=0.1, or "
-    "X_valid) fails at the end of the first epoch: the net trains on (Subset, y=None), so "
-    "skorch never infers net.classes_, and its valid_acc scoring raises AttributeError "
-    "('NeuralNetClassifier could not infer the classes from y'). Works only when the net "
-    "is given classes=...; the estimator could set classes=range(n_classes) on the net it "
-    "builds (_training.build_net / _base._fit)."
-)
+# A bug found while writing these tests (see the test's reason).
 BUG_SAVE_ND = (
     "save_ensemble reads estimator.n_features_in_, which fit removes for non-2-D inputs "
     "(_persistence.py, fitted.update(n_features_in_=estimator.n_features_in_, ...)); "
@@ -142,10 +128,7 @@ def fitted(digits):
         if kind not in cache:
             X, y_fit, module = inputs(kind, X2d[:N_TRAIN], y[:N_TRAIN])
             X_test = inputs(kind, X2d[N_TRAIN:], y[N_TRAIN:])[0]
-            # validation_fraction=0 for the Dataset: see BUG_DATASET_CLASSES.
-            fraction = 0.0 if kind == "tensor_dataset" else 0.1
-            clf = SnapshotEnsembleClassifier(tiny_net(module), n_snapshots=2,
-                                             validation_fraction=fraction, random_state=0)
+            clf = SnapshotEnsembleClassifier(tiny_net(module), n_snapshots=2, random_state=0)
             cache[kind] = clf.fit(X, y_fit), X, X_test
         return cache[kind]
 
@@ -269,7 +252,6 @@ def test_tensor_dataset_without_y_reads_its_labels(fitted, digits):
     assert clf.predict(dataset).shape == (N_TRAIN,)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=BUG_DATASET_CLASSES)
 def test_tensor_dataset_with_default_validation_split(digits):
     X2d, y = digits
     dataset = TensorDataset(torch.as_tensor(X2d[:N_TRAIN].reshape(-1, 1, 8, 8)),
@@ -335,7 +317,6 @@ def test_dataset_validation_split_is_stratified_index_subsets(digits, monkeypatc
     assert x.shape == (1, 8, 8) and clf.classes_[label] == names[valid_idx[0]]
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=BUG_NOT_FITTED)
 def test_X_valid_with_arrays_on_an_unfitted_estimator(digits):
     X2d, y = digits
     X = X2d.reshape(-1, 1, 8, 8)
@@ -344,8 +325,6 @@ def test_X_valid_with_arrays_on_an_unfitted_estimator(digits):
     assert clf.validation_scores_["accuracy"].shape == (2,)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason=BUG_NOT_FITTED + " Then: " + BUG_DATASET_CLASSES)
 def test_augmented_training_dataset_validates_on_clean_rows(digits):
     """The recipe: random transforms in the training Dataset, clean rows as X_valid."""
     X2d, y = digits
