@@ -25,14 +25,16 @@ import warnings
 
 import numpy as np
 import torch
+from scipy.special import logsumexp
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
 from sksnapshot._calibration import apply_temperature, fit_temperature
-from sksnapshot._selection import select_members
+from sksnapshot._selection import optimize_weights, select_members
 
-from ._data import SMALL_TASKS, scores
+from . import quality
+from ._data import SMALL_TASKS, make_net, scores
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 BUDGETS = (50, 150)
@@ -92,49 +94,132 @@ def fit_arrays(task, epochs, seed, n_snapshots=N_SNAPSHOTS, max_rows=None):
     return out
 
 
+def quality_arrays(data, lr, epochs, seed):
+    """The same arrays for a task of ``benchmarks/quality.py``'s main table (MLP 512-512).
+
+    As there: 90 % of the training rows are fitted (``validation_fraction=0``),
+    the other 10 % are the validation rows, the single net is ``n_snapshots=1``
+    with the same seed.
+    """
+    X_fit, y_fit, X_val, y_val, X_test, y_test = quality.split(data, seed)
+    out = {"y_test": y_test, "y_val": y_val, "n_train": len(X_fit)}
+    for name, m in (("single", 1), ("snap", N_SNAPSHOTS)):
+        clf = SnapshotEnsembleClassifier(make_net("mlp", epochs, lr), n_snapshots=m,
+                                         validation_fraction=0.0, selection="all",
+                                         weighting="uniform", random_state=seed)
+        start = time.perf_counter()
+        clf.fit(X_fit, y_fit)
+        out[f"{name}_seconds"] = time.perf_counter() - start
+        out[f"{name}_val"] = log_probas(clf, clf.snapshots_, X_val)
+        out[f"{name}_test"] = log_probas(clf, clf.snapshots_, X_test)
+    return out
+
+
 def cached_fit(cache, task, epochs, seed, **kwargs):
+    """``fit_arrays`` (or ``quality_arrays`` for a task ``("quality", data, lr)``), cached."""
+    if isinstance(task, tuple):
+        fit, name = (lambda: quality_arrays(task[1], task[2], epochs, seed)), "_".join(
+            map(str, task))
+    else:
+        fit, name = (lambda: fit_arrays(task, epochs, seed, **kwargs)), task
     if cache is None:
-        return fit_arrays(task, epochs, seed, **kwargs)
-    path = pathlib.Path(cache) / f"{task}_{epochs}_{seed}.npz"
+        return fit()
+    path = pathlib.Path(cache) / f"{name}_{epochs}_{seed}.npz"
     if path.exists():
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-    arrays = fit_arrays(task, epochs, seed, **kwargs)
+    arrays = fit()
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
     return arrays
 
 
 # -- rules: (log_probas on validation (M, n, K), y_val) -> (indices, weights, temperature) --
-def _rule(selection, weighting, calibration=None, n_members=None):
+def _combine(log_p, indices, weights):
+    """Log of the weighted average of the members' probabilities, (n, K)."""
+    return logsumexp(log_p[indices], axis=0, b=np.asarray(weights)[:, None, None])
+
+
+def _rule(selection, weighting, calibration=None, n_members=None, prior_strength=None):
+    """A rule of the package: ``select_members`` then, optionally, temperature scaling."""
     def rule(val, y_val):
-        probas = np.exp(val)
-        indices, weights = select_members(probas, y_val, selection, n_members, weighting)
+        indices, weights = select_members(np.exp(val), y_val, selection, n_members, weighting)
         temperature = 1.0
         if calibration == "temperature":
-            temperature = fit_temperature(_combine(val, indices, weights), y_val)
+            kwargs = {} if prior_strength is None else {"prior_strength": prior_strength}
+            temperature = fit_temperature(_combine(val, indices, weights), y_val, **kwargs)
         return indices, weights, temperature
     return rule
 
 
-def _combine(log_p, indices, weights):
-    """Log of the weighted average of the members' probabilities, (n, K)."""
-    sub = log_p[indices]
-    top = sub.max(axis=0)
-    return top + np.log(np.tensordot(weights, np.exp(sub - top), axes=1))
+def _last2(n):
+    return np.arange(n - 2, n), np.full(2, 0.5)
 
 
+def _crossfit_losses(probas, y, k=5):
+    """Per-row log-loss of optimised weights fitted on the other folds of the rows."""
+    folds = np.arange(len(y)) % min(k, len(y))
+    np.random.RandomState(0).shuffle(folds)
+    true = probas[:, np.arange(len(y)), y]
+    out = np.empty(len(y))
+    for f in np.unique(folds):
+        w = optimize_weights(probas[:, folds != f], y[folds != f])
+        out[folds == f] = -np.log(np.maximum(w @ true[:, folds == f], 1e-15))
+    return out
+
+
+def _bootstrap_fallback(val, y_val):
+    """Optimised weights only where they beat the last two snapshots by more than noise.
+
+    The per-row difference of the cross-fitted log-loss of optimised weights and
+    the log-loss of the last two snapshots' average is bootstrapped (1,000 draws):
+    optimised weights are kept when the 90 % quantile of the mean difference is < 0.
+    """
+    probas = np.exp(val)
+    indices, weights = _last2(len(val))
+    fallback = -np.log(np.maximum(weights @ probas[indices][:, np.arange(len(y_val)), y_val],
+                                  1e-15))
+    diff = _crossfit_losses(probas, y_val) - fallback
+    draws = np.random.RandomState(0).randint(0, len(diff), (1000, len(diff)))
+    if np.quantile(diff[draws].mean(axis=1), 0.9) < 0:
+        return np.arange(len(val)), optimize_weights(probas, y_val), 1.0
+    return indices, weights, 1.0
+
+
+def _crossfit_average(val, y_val):
+    """Optimised weights averaged over 5 fits, each leaving out one fold of the rows."""
+    probas = np.exp(val)
+    folds = np.arange(len(y_val)) % min(5, len(y_val))
+    weights = np.mean([optimize_weights(probas[:, folds != f], y_val[folds != f])
+                       for f in np.unique(folds)], axis=0)
+    return np.arange(len(val)), weights, 1.0
+
+
+def _min_rows(val, y_val, n_min=50):
+    """Optimised weights with at least ``n_min`` validation rows, else the last two."""
+    if len(y_val) >= n_min:
+        return np.arange(len(val)), optimize_weights(np.exp(val), y_val), 1.0
+    return (*_last2(len(val)), 1.0)
+
+
+DEFAULT = "all / shrink + T (new default)"
+OLD_DEFAULT = "all / optimize (old default)"
 RULES = {
-    "all / optimize (old default)": _rule("all", "optimize"),
+    OLD_DEFAULT: _rule("all", "optimize"),
     "all / uniform": _rule("all", "uniform"),
-    "last 1 (last snapshot)": _rule("last", "uniform", n_members=1),
     "last 2 / uniform": _rule("last", "uniform", n_members=2),
-    "last 3 / uniform": _rule("last", "uniform", n_members=3),
-    "diverse / uniform": _rule("diverse", "uniform"),
-    "diverse / optimize": _rule("diverse", "optimize"),
     "greedy / uniform": _rule("greedy", "uniform"),
+    "diverse / optimize": _rule("diverse", "optimize"),
+    "min 50 rows: optimize, else last 2": _min_rows,
+    "bootstrap fallback to last 2": _bootstrap_fallback,
+    "cross-fit averaged weights": _crossfit_average,
+    "all / shrink": _rule("all", "shrink"),
+    "diverse / shrink": _rule("diverse", "shrink"),
     "all / optimize + T": _rule("all", "optimize", "temperature"),
     "all / uniform + T": _rule("all", "uniform", "temperature"),
+    "all / shrink + T without prior": _rule("all", "shrink", "temperature", prior_strength=0.0),
+    "diverse / shrink + T": _rule("diverse", "shrink", "temperature"),
+    DEFAULT: _rule("all", "shrink", "temperature"),
 }
 
 
@@ -156,34 +241,41 @@ def evaluate(arrays, rules):
 
 
 def run(tasks, budgets, seeds, rules=RULES, cache=None, max_rows=None, print_fn=print):
-    """Evaluate every rule on every (task, budget, seed); return the raw records."""
+    """Evaluate every rule on every (task, budget, seed); return the raw records.
+
+    A task is a name of ``SMALL_TASKS`` or ``("quality", data, lr)`` for a task of
+    the quality benchmark's main table.
+    """
     records = []
     start = time.perf_counter()
     for task in tasks:
+        label = task if isinstance(task, str) else f"{task[1]} (MLP 512-512, lr {task[2]})"
         for epochs in budgets:
             for seed in seeds:
                 arrays = cached_fit(cache, task, epochs, seed, max_rows=max_rows)
                 for method, result in evaluate(arrays, rules).items():
-                    records.append({"task": task, "epochs": epochs, "seed": seed,
+                    records.append({"task": label, "epochs": epochs, "seed": seed,
                                     "n_train": int(arrays["n_train"]),
                                     "n_valid": len(arrays["y_val"]),
                                     "method": method, **result})
-                print_fn(f"  {task}, {epochs} epochs, seed {seed} "
+                print_fn(f"  {label}, {epochs} epochs, seed {seed} "
                          f"({time.perf_counter() - start:.0f} s)")
     return records
 
 
 # -- tables ---------------------------------------------------------------------------
+def _select(records, task, epochs, method, key):
+    return [r[key] for r in records
+            if r["task"] == task and r["epochs"] == epochs and r["method"] == method]
+
+
 def _mean(records, task, epochs, method, key):
-    values = [r[key] for r in records
-              if r["task"] == task and r["epochs"] == epochs and r["method"] == method]
-    return float(np.mean(values))
+    return float(np.mean(_select(records, task, epochs, method, key)))
 
 
 def summary(records):
     """Per (task, budget, method): mean test NLL ratio, accuracy and ECE differences."""
-    cells = sorted({(r["task"], r["epochs"]) for r in records},
-                   key=lambda c: (list(SMALL_TASKS).index(c[0]), c[1]))
+    cells = list(dict.fromkeys((r["task"], r["epochs"]) for r in records))
     methods = list(dict.fromkeys(r["method"] for r in records))
     out = {}
     for task, epochs in cells:
@@ -196,69 +288,124 @@ def summary(records):
     return cells, methods, out
 
 
+def _fails(v):
+    return v["nll_ratio"] > 1.01 or v["d_acc"] < -0.005
+
+
 def tables(records):
+    """Markdown: the suite summary, then NLL ratios and accuracy per task and budget."""
     cells, methods, s = summary(records)
-    n_valid = {c: int(np.mean([r["n_valid"] for r in records if (r["task"], r["epochs"]) == c]))
-               for c in cells}
-    n_train = {c: int(np.mean([r["n_train"] for r in records if (r["task"], r["epochs"]) == c]))
-               for c in cells}
+    seeds = sorted({r["seed"] for r in records})
+    rows = {c: [r for r in records if (r["task"], r["epochs"]) == c
+                and r["method"] == "single net"] for c in cells}
     lines = [
-        "### Suite summary (mean over the task x budget cells)",
+        f"Mean over seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} seeds) per task and budget. "
+        "NLL ratio = the rule's mean test log-loss / the single net's; Δacc, ΔECE in points "
+        "(rule − single net). A cell *fails* when its NLL ratio > 1.01 or Δacc < −0.5 points "
+        "(the issue's bar). T = temperature scaling of the combined probabilities "
+        "(`sksnapshot._calibration.fit_temperature`, prior strength 10 unless said).",
         "",
-        "NLL ratio = ensemble test log-loss / single net's (mean over seeds, per cell); "
-        "Δacc, ΔECE in points (ensemble − single net). *Cells failing* = cells where the NLL "
-        "ratio > 1.01 or Δacc < −0.5 points (the issue's bar).",
+        "### Suite summary (over the task x budget cells)",
         "",
         "| rule | mean NLL ratio | worst NLL ratio | mean Δacc | worst Δacc | mean ΔECE | "
         "cells failing |",
         "|---|---|---|---|---|---|---|",
     ]
     for method in methods:
-        ratios = np.array([s[(*c, method)]["nll_ratio"] for c in cells])
-        dacc = np.array([s[(*c, method)]["d_acc"] for c in cells]) * 100
-        dece = np.array([s[(*c, method)]["d_ece"] for c in cells]) * 100
-        fails = int(np.sum((ratios > 1.01) | (dacc < -0.5)))
+        v = [s[(*c, method)] for c in cells]
+        ratios = np.array([x["nll_ratio"] for x in v])
+        dacc = np.array([x["d_acc"] for x in v]) * 100
+        dece = np.array([x["d_ece"] for x in v]) * 100
         lines.append(f"| {method} | {ratios.mean():.3f} | {ratios.max():.3f} | "
                      f"{dacc.mean():+.2f} | {dacc.min():+.2f} | {dece.mean():+.2f} | "
-                     f"{fails} / {len(cells)} |")
-    lines += ["", "### Per task and budget: NLL ratio (Δacc in points)", "",
-              "| task (train / valid rows) | epochs | single net NLL | "
+                     f"{sum(map(_fails, v))} / {len(cells)} |")
+    lines += ["", "### Per task and budget: NLL ratio (Δacc in points); **bold** = fails", "",
+              "| task (fit / valid rows) | epochs | single net NLL | "
               + " | ".join(methods[1:]) + " |",
               "|---|---|---|" + "---|" * (len(methods) - 1)]
     for c in cells:
-        row = [f"{c[0]} ({n_train[c]} / {n_valid[c]})", str(c[1]),
-               f"{s[(*c, 'single net')]['nll']:.3f}"]
+        n_fit, n_valid = rows[c][0]["n_train"], rows[c][0]["n_valid"]
+        row = [f"{c[0]} ({n_fit} / {n_valid})", str(c[1]), f"{s[(*c, 'single net')]['nll']:.3f}"]
         for method in methods[1:]:
             v = s[(*c, method)]
-            row.append(f"{v['nll_ratio']:.3f} ({100 * v['d_acc']:+.1f})")
+            cell = f"{v['nll_ratio']:.3f} ({100 * v['d_acc']:+.1f})"
+            row.append(f"**{cell}**" if _fails(v) else cell)
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+QUALITY_RULES = {k: RULES[k] for k in (OLD_DEFAULT, "all / shrink", "all / optimize + T",
+                                       DEFAULT)}
+
+
+def quality_table(records):
+    """Markdown: absolute scores per quality task, and the new default minus the old one."""
+    seeds = sorted({r["seed"] for r in records})
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    lines = [f"Test scores, mean ± std over seeds {seeds}. *new − old* = paired difference of "
+             "the test NLL (new default minus old default), mean ± std over seeds.", "",
+             "| data | epochs | rule | accuracy | NLL | ECE | new − old NLL |",
+             "|---|---|---|---|---|---|---|"]
+    for task, epochs in dict.fromkeys((r["task"], r["epochs"]) for r in records):
+        diff = (np.array(_select(records, task, epochs, DEFAULT, "nll"))
+                - np.array(_select(records, task, epochs, OLD_DEFAULT, "nll")))
+        for method in methods:
+            cols = [np.array(_select(records, task, epochs, method, k)) for k in METRICS]
+            nll, acc, ece = cols
+            extra = f"{diff.mean():+.4f} ± {diff.std():.4f}" if method == DEFAULT else ""
+            lines.append(f"| {task} | {epochs} | {method} | {acc.mean():.3f} ± {acc.std():.3f} "
+                         f"| {nll.mean():.3f} ± {nll.std():.3f} | {ece.mean():.3f} ± "
+                         f"{ece.std():.3f} | {extra} |")
+    return "\n".join(lines)
+
+
+def write_results(wall):
+    """Redraw ``small_data.md`` from the raw JSON files that exist."""
+    parts = ["# Small data: combination rules against one net\n",
+             "`python -m benchmarks.small_data` (tables redrawn from the raw JSON with "
+             "`--redraw`). " + wall + "\n"]
+    small, qual = RESULTS / "small_data_raw.json", RESULTS / "small_data_quality_raw.json"
+    if small.exists():
+        parts += ["## The small-data suite\n", tables(json.loads(small.read_text())) + "\n"]
+    if qual.exists():
+        parts += ["## The quality benchmark's tasks (40 epochs, MLP 512-512)\n",
+                  quality_table(json.loads(qual.read_text())) + "\n"]
+    (RESULTS / "small_data.md").write_text("\n".join(parts))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="2 tasks, 4 epochs, one seed, no files")
+                        help="2 tasks, 5 epochs, one seed, no files")
+    parser.add_argument("--part", choices=["small", "quality", "all"], default="all")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--quality-seeds", type=int, default=3)
     parser.add_argument("--cache", default=None, help="directory keeping the fits' arrays")
     parser.add_argument("--tasks", nargs="*", default=list(SMALL_TASKS))
+    parser.add_argument("--redraw", action="store_true", help="only redraw the tables")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=UserWarning)
     if args.quick:
-        records = run(["iris", "moons-400"], (5,), (0,), cache=None)
-    else:
-        start = time.perf_counter()
-        records = run(args.tasks, BUDGETS, SEEDS, cache=args.cache)
-        wall = time.perf_counter() - start
-    text = tables(records)
-    print(text)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "small_data_raw.json").write_text(json.dumps(records, indent=0))
-        (RESULTS / "small_data.md").write_text(
-            "# Small data: combination rules against one net\n\n"
-            f"`python -m benchmarks.small_data` ({wall:.0f} s wall, 1 torch thread)\n\n"
-            + text + "\n")
+        print(tables(run(["iris", "moons-400"], (5,), (0,))))
+        return
+    if args.redraw:
+        write_results("")
+        return
+    start = time.perf_counter()
+    RESULTS.mkdir(exist_ok=True)
+    if args.part in ("small", "all"):
+        records = run(args.tasks, BUDGETS, range(args.seeds), cache=args.cache)
+        (RESULTS / "small_data_raw.json").write_text(json.dumps(records))
+        print(tables(records))
+    if args.part in ("quality", "all"):
+        tasks = [("quality", data, lr) for data, model, lr in quality.CONFIGS if model == "mlp"]
+        records = run(tasks, (40,), range(args.quality_seeds), rules=QUALITY_RULES,
+                      cache=args.cache)
+        (RESULTS / "small_data_quality_raw.json").write_text(json.dumps(records))
+        print(quality_table(records))
+    write_results(f"Last run: `--part {args.part}`, {time.perf_counter() - start:.0f} s wall, "
+                  "1 torch thread.")
 
 
 if __name__ == "__main__":
