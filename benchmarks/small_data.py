@@ -359,6 +359,101 @@ def quality_table(records):
     return "\n".join(lines)
 
 
+# -- regression: benchmarks/regression.py's tasks ---------------------------------
+REGRESSION_RULES = {  # (weighting, variance scale)
+    "all / optimize (old default)": ("optimize", False),
+    "all / shrink": ("shrink", False),
+    "all / optimize + variance scale": ("optimize", True),
+    "all / shrink + variance scale (new default)": ("shrink", True),
+}
+
+
+def _regression_outputs(reg, X):
+    """Every snapshot's (means, variances or None) on X, in standardised units."""
+    module = reg.net_.module_
+    module.eval()
+    with torch.inference_mode():
+        out = np.stack([torch.func.functional_call(module, state, (torch.as_tensor(X),))
+                        .double().numpy().reshape(len(X), -1) for state in reg.snapshots_])
+    return reg._split(out)
+
+
+def _moments(means, variances, indices, weights):
+    """Weighted mixture mean and variance (spread of means + mean variance)."""
+    w = np.asarray(weights)[:, None, None]
+    m = means[indices]
+    mean = (w * m).sum(axis=0)
+    second = m ** 2 + (0.0 if variances is None else variances[indices])
+    return mean, np.maximum((w * second).sum(axis=0) - mean ** 2, 0.0)
+
+
+def run_regression(seeds, epochs=100, print_fn=print):
+    """benchmarks/regression.py's setting; every rule applied to one fit per seed."""
+    from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+    from sksnapshot._calibration import fit_variance_scale
+    from sksnapshot._regression_selection import select_regression_members
+
+    from . import regression
+
+    records = []
+    for name, load in regression.DATASETS.items():
+        X, y = load()
+        for gaussian in (False, True):
+            for seed in seeds:
+                X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3,
+                                                          random_state=seed)
+                scaler = StandardScaler().fit(X_tr)
+                mu, sigma = y_tr.mean(), y_tr.std()
+                X_tr, X_te = (scaler.transform(a).astype(np.float32) for a in (X_tr, X_te))
+                found = {}
+                for m in (1, N_SNAPSHOTS):
+                    net = default_regressor_net(gaussian=gaussian).set_params(
+                        module__hidden_layer_sizes=(64, 64), lr=0.01, max_epochs=epochs,
+                        batch_size=32)
+                    reg = SnapshotEnsembleRegressor(net, n_snapshots=m, random_state=seed,
+                                                    validation_fraction=0.1,
+                                                    weighting="uniform")
+                    reg.fit(X_tr, (y_tr - mu) / sigma)
+                    X_val, y_val = validation_rows(reg)
+                    found[m] = (_regression_outputs(reg, X_val), _regression_outputs(reg, X_te),
+                                y_val.reshape(len(y_val), -1))
+                (vm, vv), (tm, tv), y_val = found[N_SNAPSHOTS]
+                cases = {"single net": ((found[1][1][0], found[1][1][1]), [0], [1.0], 1.0)}
+                for label, (weighting, scale) in REGRESSION_RULES.items():
+                    idx, w = select_regression_members(vm, y_val, "all", None, weighting, vv)
+                    s = fit_variance_scale(*_moments(vm, vv, idx, w), y_val) if scale else 1.0
+                    cases[label] = ((tm, tv), idx, w, s)
+                for label, ((means, variances), idx, w, s) in cases.items():
+                    mean, var = _moments(means, variances, idx, w)
+                    std = np.sqrt(s * var)[:, 0] * sigma
+                    rmse, nll, cov = regression.evaluate(mean[:, 0] * sigma + mu, std, y_te)
+                    records.append({"task": name, "gaussian": gaussian, "seed": seed,
+                                    "method": label, "rmse": rmse, "nll": nll,
+                                    "coverage": cov, "scale": s})
+                print_fn(f"  {name}, gaussian={gaussian}, seed {seed}")
+    return records
+
+
+def regression_table(records):
+    seeds = sorted({r["seed"] for r in records})
+    lines = [f"benchmarks/regression.py's setting (MLP 64-64, 100 epochs, peak lr 0.01, batch "
+             f"32, 10 % validation rows), mean ± std over seeds {seeds}; NLL and coverage of "
+             "mean ± 2σ (nominal 0.954) of `return_std`. *variance scale* = "
+             "`fit_variance_scale` on the validation rows.", "",
+             "| data | members | rule | RMSE | NLL | coverage ±2σ |", "|---|---|---|---|---|---|"]
+
+    def cell(v):
+        v = np.asarray(v, dtype=float)
+        return "n/a" if np.all(np.isnan(v)) else f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}"
+
+    for key in dict.fromkeys((r["task"], r["gaussian"], r["method"]) for r in records):
+        rows = [r for r in records if (r["task"], r["gaussian"], r["method"]) == key]
+        kind = "mean-variance (Gaussian NLL)" if key[1] else "squared error"
+        lines.append(f"| {key[0]} | {kind} | {key[2]} | {cell([r['rmse'] for r in rows])} | "
+                     f"{cell([r['nll'] for r in rows])} | {cell([r['coverage'] for r in rows])} |")
+    return "\n".join(lines)
+
+
 def write_results(wall):
     """Redraw ``small_data.md`` from the raw JSON files that exist."""
     parts = ["# Small data: combination rules against one net\n",
@@ -370,6 +465,10 @@ def write_results(wall):
     if qual.exists():
         parts += ["## The quality benchmark's tasks (40 epochs, MLP 512-512)\n",
                   quality_table(json.loads(qual.read_text())) + "\n"]
+    reg = RESULTS / "small_data_regression_raw.json"
+    if reg.exists():
+        parts += ["## Regression: benchmarks/regression.py's tasks\n",
+                  regression_table(json.loads(reg.read_text())) + "\n"]
     (RESULTS / "small_data.md").write_text("\n".join(parts))
 
 
@@ -377,7 +476,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="2 tasks, 5 epochs, one seed, no files")
-    parser.add_argument("--part", choices=["small", "quality", "all"], default="all")
+    parser.add_argument("--part", choices=["small", "quality", "regression", "all"],
+                        default="all")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--quality-seeds", type=int, default=3)
     parser.add_argument("--cache", default=None, help="directory keeping the fits' arrays")
@@ -404,6 +504,10 @@ def main(argv=None):
                       cache=args.cache)
         (RESULTS / "small_data_quality_raw.json").write_text(json.dumps(records))
         print(quality_table(records))
+    if args.part in ("regression", "all"):
+        records = run_regression(range(args.quality_seeds))
+        (RESULTS / "small_data_regression_raw.json").write_text(json.dumps(records))
+        print(regression_table(records))
     write_results(f"Last run: `--part {args.part}`, {time.perf_counter() - start:.0f} s wall, "
                   "1 torch thread.")
 
