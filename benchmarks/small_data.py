@@ -363,8 +363,8 @@ def quality_table(records):
 REGRESSION_RULES = {  # (weighting, variance scale)
     "all / optimize (old default)": ("optimize", False),
     "all / shrink": ("shrink", False),
-    "all / optimize + variance scale": ("optimize", True),
-    "all / shrink + variance scale (new default)": ("shrink", True),
+    "all / optimize + variance scale (new default)": ("optimize", True),
+    "all / shrink + variance scale": ("shrink", True),
 }
 
 

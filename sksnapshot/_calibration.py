@@ -170,14 +170,14 @@ def fit_variance_scale(mean, variance, y):
     mean : array-like of shape (n_samples,) or (n_samples, n_outputs)
         Predicted means on the validation rows.
     variance : array-like of the same shape
-        Predicted variances (floored at 1e-12).
+        Predicted variances; rows with variance 0 are left out.
     y : array-like of the same shape
         Targets.
 
     Returns
     -------
     scale : float
-        Positive; 1.0 when there are no rows.
+        Positive; 1.0 when no row has a positive variance.
 
     Examples
     --------
@@ -192,9 +192,11 @@ def fit_variance_scale(mean, variance, y):
     if not mean.shape == variance.shape == y.reshape(mean.shape).shape:
         raise ValueError(f"mean, variance and y must have the same shape, got "
                          f"{mean.shape}, {variance.shape} and {y.shape}.")
-    if mean.size == 0:
+    # Rows without spread (e.g. a single squared-error member) carry no scale.
+    keep = variance > 0
+    if not keep.any():
         return 1.0
-    scale = float(np.mean((y.reshape(mean.shape) - mean) ** 2 / np.maximum(variance, 1e-12)))
+    scale = float(np.mean((y.reshape(mean.shape)[keep] - mean[keep]) ** 2 / variance[keep]))
     if not np.isfinite(scale) or scale <= 0:
         return 1.0
     return scale
