@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
 from sksnapshot._calibration import apply_temperature, fit_temperature
-from sksnapshot._selection import optimize_weights, select_members
+from sksnapshot._selection import optimize_weights, select_members, shrink_weights
 
 from . import quality
 from ._data import SMALL_TASKS, make_net, scores
@@ -221,6 +221,20 @@ RULES = {
     "diverse / shrink + T": _rule("diverse", "shrink", "temperature"),
     DEFAULT: _rule("all", "shrink", "temperature"),
 }
+
+
+def _grid_rule(prior_rows, prior_strength):
+    def rule(val, y_val):
+        indices = np.arange(len(val))
+        weights = shrink_weights(np.exp(val), y_val, prior_rows=prior_rows)
+        log_p = _combine(val, indices, weights)
+        return indices, weights, fit_temperature(log_p, y_val, prior_strength=prior_strength)
+    return rule
+
+
+# How much do the two prior strengths matter? (the default is 10 and 10)
+SENSITIVITY_RULES = {f"shrink prior_rows={a}, temperature prior_strength={b}": _grid_rule(a, b)
+                     for a in (3, 10, 30) for b in (3, 10, 30)}
 
 
 def evaluate(arrays, rules):
@@ -454,6 +468,36 @@ def regression_table(records):
     return "\n".join(lines)
 
 
+def _suite(records, method):
+    cells, _, s = summary(records)
+    v = [s[(*c, method)] for c in cells]
+    return (np.mean([x["nll_ratio"] for x in v]), max(x["nll_ratio"] for x in v),
+            100 * min(x["d_acc"] for x in v), sum(map(_fails, v)), len(cells))
+
+
+def decision(records):
+    """The paragraph that says which rule is the default and why, from the records."""
+    new, old = _suite(records, DEFAULT), _suite(records, OLD_DEFAULT)
+    div, single_t = _suite(records, "diverse / shrink + T"), _suite(records, "single net + T")
+    return (
+        f"Default: **{DEFAULT}** — every snapshot, weights fitted on the validation rows "
+        "under a Dirichlet prior worth 10 rows centred on equal weights for the last two "
+        "snapshots (`weighting=\"shrink\"`), then one temperature fitted on the validation "
+        "rows to the combined probabilities under a Gaussian prior on log T "
+        "(`calibration=\"temperature\"`). It is the only rule measured that passes the bar in "
+        f"every cell: {new[3]} of {new[4]} cells fail (mean NLL ratio {new[0]:.3f}, worst "
+        f"{new[1]:.3f}, worst Δacc {new[2]:+.2f} points), against {old[3]} failing for the old "
+        f"default all / optimize (mean {old[0]:.3f}, worst {old[1]:.3f}, worst Δacc "
+        f"{old[2]:+.2f}). `selection=\"diverse\"` with the same weighting and temperature "
+        f"fails {div[3]} cells (mean {div[0]:.3f}, worst {div[1]:.3f}, worst Δacc "
+        f"{div[2]:+.2f}): on 9–90 validation rows the subset it picks is chosen by noise and "
+        "drops snapshots that help on the test rows (accuracy −2 points on MNIST-1D), so it is "
+        "not the default. Temperature scaling without its prior is ruinous on the tiny tasks "
+        "(a few validation rows, all classified correctly, drive T towards 0). Part of the "
+        f"gain is calibration alone: the single net with the same temperature scaling has "
+        f"mean ratio {single_t[0]:.3f}; the ensemble's own share is the rest.")
+
+
 def write_results(wall):
     """Redraw ``small_data.md`` from the raw JSON files that exist."""
     parts = ["# Small data: combination rules against one net\n",
@@ -461,13 +505,26 @@ def write_results(wall):
              "`--redraw`). " + wall + "\n"]
     small, qual = RESULTS / "small_data_raw.json", RESULTS / "small_data_quality_raw.json"
     if small.exists():
-        parts += ["## The small-data suite\n", tables(json.loads(small.read_text())) + "\n"]
+        records = json.loads(small.read_text())
+        main = [r for r in records if r["method"] not in SENSITIVITY_RULES]
+        grid = [r for r in records if r["method"] in SENSITIVITY_RULES
+                or r["method"] == "single net"]
+        parts += ["## Decision\n", decision(main) + "\n",
+                  "## The small-data suite\n", tables(main) + "\n"]
+        if len(grid) > len(main) // len(RULES):
+            parts += ["### Sensitivity of the default to its two prior strengths\n",
+                      tables(grid).split("### Per task")[0].split("cells)\n")[1]]
     if qual.exists():
         parts += ["## The quality benchmark's tasks (40 epochs, MLP 512-512)\n",
                   quality_table(json.loads(qual.read_text())) + "\n"]
     reg = RESULTS / "small_data_regression_raw.json"
     if reg.exists():
         parts += ["## Regression: benchmarks/regression.py's tasks\n",
+                  "`weighting=\"shrink\"` does not carry over: on diabetes (31 validation rows, "
+                  "squared error) it costs ~10 % RMSE against `optimize`, since there the early, "
+                  "less over-fitted snapshots are the good ones; the regressor keeps "
+                  "`optimize`. The variance scale (`fit_variance_scale`) brings the coverage "
+                  "of mean ± 2σ near its nominal 0.954 where it was far off.\n",
                   regression_table(json.loads(reg.read_text())) + "\n"]
     (RESULTS / "small_data.md").write_text("\n".join(parts))
 
@@ -495,9 +552,10 @@ def main(argv=None):
     start = time.perf_counter()
     RESULTS.mkdir(exist_ok=True)
     if args.part in ("small", "all"):
-        records = run(args.tasks, BUDGETS, range(args.seeds), cache=args.cache)
+        records = run(args.tasks, BUDGETS, range(args.seeds), cache=args.cache,
+                      rules={**RULES, **SENSITIVITY_RULES})
         (RESULTS / "small_data_raw.json").write_text(json.dumps(records))
-        print(tables(records))
+        print(tables([r for r in records if r["method"] not in SENSITIVITY_RULES]))
     if args.part in ("quality", "all"):
         tasks = [("quality", data, lr) for data, model, lr in quality.CONFIGS if model == "mlp"]
         records = run(tasks, (40,), range(args.quality_seeds), rules=QUALITY_RULES,
