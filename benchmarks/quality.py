@@ -42,17 +42,19 @@ THREADS = 1  # torch threads per worker process
 
 # Rows of the main table: label -> how it is obtained.
 SINGLE = "single net (1 cosine cycle)"
-DEFAULT = "sksnapshot default: all / optimize"
+DEFAULT = "sksnapshot default: all / shrink + temperature"
 DEEP = "deep ensemble (5 nets, 5x cost)"
 TORCHENSEMBLE = "TorchEnsemble SnapshotEnsemble"
-LINEAR = "sksnapshot schedule=linear (FGE): all / optimize"
-# (selection, weighting, combine) applied with ``select`` to the one 5-cycle cosine fit.
+LINEAR = "sksnapshot schedule=linear (FGE): all / shrink + temperature"
+# (selection, weighting, combine, calibration) applied with ``select`` to the one
+# 5-cycle cosine fit.
 STRATEGIES = {
-    DEFAULT: ("all", "optimize", "proba"),
-    "sksnapshot last / uniform (paper)": ("last", "uniform", "proba"),
-    "sksnapshot diverse / optimize": ("diverse", "optimize", "proba"),
-    "sksnapshot greedy / uniform": ("greedy", "uniform", "proba"),
-    "sksnapshot combine=weights (all / uniform)": ("all", "uniform", "weights"),
+    DEFAULT: ("all", "shrink", "proba", "temperature"),
+    "sksnapshot all / optimize (previous default)": ("all", "optimize", "proba", None),
+    "sksnapshot last / uniform (paper)": ("last", "uniform", "proba", None),
+    "sksnapshot diverse / optimize": ("diverse", "optimize", "proba", None),
+    "sksnapshot greedy / uniform": ("greedy", "uniform", "proba", None),
+    "sksnapshot combine=weights (all / uniform)": ("all", "uniform", "weights", None),
 }
 METHODS = [SINGLE, *STRATEGIES, LINEAR, TORCHENSEMBLE, DEEP]
 METRICS = ["accuracy", "nll", "brier", "ece"]
@@ -136,10 +138,10 @@ def _task_snapshots(data, model, lr, epochs, seed, schedule, max_train, n_snapsh
     seconds = _fit_timed(clf, X_fit, y_fit)
     strategies = STRATEGIES if schedule == "cosine" else {LINEAR: STRATEGIES[DEFAULT]}
     out = {}
-    for label, (selection, weighting, combine) in strategies.items():
+    for label, (selection, weighting, combine, calibration) in strategies.items():
         try:
             clf.set_params(selection=selection, weighting=weighting, combine=combine,
-                           n_members=None).select(X_val, y_val)
+                           calibration=calibration, n_members=None).select(X_val, y_val)
             proba = clf.predict_proba(X_test)
         except ValueError:  # NaN outputs of a diverged run
             proba = None
@@ -327,7 +329,7 @@ def _task_sweep(data, epochs, lr, n_snapshots, seed, max_train):
     X_fit, y_fit, X_val, y_val, X_test, y_test = split(data, seed, max_train)
     clf = SnapshotEnsembleClassifier(
         make_net("mlp", epochs, lr), n_snapshots=n_snapshots, validation_fraction=0.0,
-        selection="all", weighting="uniform", random_state=seed)
+        selection="all", weighting="uniform", calibration=None, random_state=seed)
     seconds = _fit_timed(clf, X_fit, y_fit)
     out = {"seconds": seconds, "snapshots": len(clf.snapshots_),
            "divergences": _n_divergences(clf)}

@@ -76,7 +76,7 @@ def plain_net(module_name, max_epochs, n_rows, n_features, n_classes, lr=0.1, ba
 
 def snapshot_clf(module_name, max_epochs, n_snapshots=5, lr=0.1, seed=0, **params):
     settings = dict(n_snapshots=n_snapshots, validation_fraction=0.0, selection="all",
-                    weighting="uniform", random_state=seed)
+                    weighting="uniform", calibration=None, random_state=seed)
     return SnapshotEnsembleClassifier(_net(module_name, max_epochs, lr), **{**settings, **params})
 
 
@@ -191,11 +191,14 @@ def time_prediction(module_name="MLP 512-512", max_epochs=4, rows=(256, 4096), m
     results = {}
     for key in [*ms, "weights", "selection"]:
         if key == "weights":
-            params = dict(selection="all", n_members=None, weighting="uniform", combine="weights")
-        elif key == "selection":
-            params = dict(selection="all", n_members=None, weighting="optimize", combine="proba")
+            params = dict(selection="all", n_members=None, weighting="uniform", combine="weights",
+                          calibration=None)
+        elif key == "selection":  # the defaults: shrunk weights and a temperature
+            params = dict(selection="all", n_members=None, weighting="auto", combine="proba",
+                          calibration="auto")
         else:
-            params = dict(selection="last", n_members=key, weighting="uniform", combine="proba")
+            params = dict(selection="last", n_members=key, weighting="uniform", combine="proba",
+                          calibration=None)
         clf.set_params(**params).select(X_val, y_val)
         states, weights = clf._combined_states()
         for n_rows in rows:

@@ -23,6 +23,7 @@ from ._selection import (
     select_diverse,
     select_greedy,
     select_members,
+    shrink_weights,
 )
 from ._version import __version__ as __version__
 
@@ -48,5 +49,6 @@ __all__ = [
     "select_diverse",
     "select_greedy",
     "select_members",
+    "shrink_weights",
     "snapshot_iterations",
 ]

@@ -30,7 +30,7 @@ from ._data import (
 from ._distributed import picklable_state
 from ._inference import runner_for
 from ._schedules import SCHEDULES
-from ._selection import SELECTIONS, WEIGHTINGS
+from ._selection import SELECTIONS, WEIGHTINGS, prior_weights
 from ._training import DEFAULT_NET_PARAMS, build_net, first_rows, train_once
 
 __all__ = ["BaseSnapshotEnsemble", "DEFAULT_NET_PARAMS"]
@@ -68,9 +68,13 @@ class BaseSnapshotEnsemble(BaseEstimator):
     - ``_encode_targets(y)``: targets of new labelled rows (``select``);
     - ``_expected_output_width()`` and ``_output_width_reason()``: the module's
       output width, checked before training;
-    - ``_choose_members(outputs, y, n_members)``: members and weights from the
-      members' outputs on validation rows (also setting ``validation_scores_``),
-      and ``_clear_validation_results()`` when there are none.
+    - ``_choose_members(outputs, y, n_members, weighting)``: members and
+      weights from the members' outputs on validation rows (also setting
+      ``validation_scores_``), and ``_clear_validation_results()`` when there
+      are none;
+    - ``_default_weighting`` and ``_default_calibration``: what "auto" means;
+      ``_calibrate(X_valid, y_valid)``: fit the calibration of the combined
+      prediction on the validation rows (X_valid None: none).
     """
 
     _parameter_constraints = {
@@ -80,7 +84,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         "min_lr": [Interval(Real, 0, None, closed="left")],
         "schedule": [StrOptions(set(SCHEDULES)), callable],
         "selection": [StrOptions(set(SELECTIONS))],
-        "weighting": [StrOptions(set(WEIGHTINGS))],
+        "weighting": [StrOptions({"auto", *WEIGHTINGS})],
         "combine": [StrOptions({"proba", "weights"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "checkpoint_dir": [None, str, os.PathLike],
@@ -89,8 +93,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
     }
 
     def __init__(self, net=None, *, n_snapshots=5, n_members=None, min_lr=0.0,
-                 schedule="cosine", selection="all", weighting="optimize", combine="proba",
-                 validation_fraction=0.1, checkpoint_dir=None, random_state=None, verbose=0):
+                 schedule="cosine", selection="all", weighting="auto", combine="proba",
+                 calibration="auto", validation_fraction=0.1, checkpoint_dir=None,
+                 random_state=None, verbose=0):
         self.net = net
         self.n_snapshots = n_snapshots
         self.n_members = n_members
@@ -99,6 +104,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         self.selection = selection
         self.weighting = weighting
         self.combine = combine
+        self.calibration = calibration
         self.validation_fraction = validation_fraction
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
@@ -200,7 +206,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
             y_v = y[valid_idx]
 
         warn_small_split(len(train_idx), len(y_v), data_driven=self.selection not in (
-            "all", "last") or self.weighting != "uniform")
+            "all", "last") or self._weighting() != "uniform")
 
         def check_output(net):
             self._check_module_output(net, first_rows(net, train[0]))
@@ -246,32 +252,48 @@ class BaseSnapshotEnsemble(BaseEstimator):
         self.n_iter_ = record.n_iter
         self.n_iter_planned_ = record.n_iter_planned
 
+    def _weighting(self):
+        """``weighting``, with "auto" resolved to the estimator's measured default."""
+        return self._default_weighting if self.weighting == "auto" else self.weighting
+
+    def _calibration(self):
+        """``calibration``, with "auto" resolved to the estimator's own kind (or None)."""
+        return self._default_calibration if self.calibration == "auto" else self.calibration
+
     def _select(self, X_valid, y_valid, X_bn):
-        """Choose members and weights on validation rows; average weights if asked.
+        """Choose members and weights on validation rows; average weights if asked; calibrate.
 
         Without validation rows (``X_valid`` None) the last ``n_members``
-        snapshots are used with equal weights. ``X_bn`` are the rows that
-        re-estimate BatchNorm statistics of a weight-averaged model.
+        snapshots are used with equal weights, or, for ``weighting="shrink"``,
+        the shrinkage's prior (equal weights on the last two of them).
+        ``X_bn`` are the rows that re-estimate BatchNorm statistics of a
+        weight-averaged model.
         """
         n_members = self.n_members
         if n_members is not None and n_members > len(self.snapshots_):
             n_members = len(self.snapshots_)  # an interrupted fit has fewer snapshots
+        weighting = self._weighting()
         if X_valid is not None:
             outputs = self._member_outputs(X_valid, self.snapshots_)
-            self.members_, self.weights_ = self._choose_members(outputs, y_valid, n_members)
+            self.members_, self.weights_ = self._choose_members(outputs, y_valid, n_members,
+                                                                weighting)
         else:
-            if self.selection not in ("last", "all") or self.weighting != "uniform":
+            if self.selection not in ("last", "all") or weighting != "uniform":
                 warnings.warn(
-                    f"selection={self.selection!r} with weighting={self.weighting!r} needs "
+                    f"selection={self.selection!r} with weighting={weighting!r} needs "
                     "validation rows (validation_fraction > 0, or call select(X, y)); "
-                    "using the last n_members snapshots with equal weights.",
+                    + ("using equal weights on the last two snapshots (the prior of the "
+                       "shrunk weights)." if weighting == "shrink" else
+                       "using the last n_members snapshots with equal weights."),
                     UserWarning, stacklevel=3,
                 )
             self._clear_validation_results()
             k = len(self.snapshots_) if n_members is None else n_members
-            self.members_ = np.arange(len(self.snapshots_) - k, len(self.snapshots_))
-            self.weights_ = np.full(k, 1.0 / k)
+            members = np.arange(len(self.snapshots_) - k, len(self.snapshots_))
+            weights = prior_weights(k) if weighting == "shrink" else np.full(k, 1.0 / k)
+            self.members_, self.weights_ = members[weights > 0], weights[weights > 0]
         self.averaged_state_ = self._average_weights(X_bn) if self.combine == "weights" else None
+        self._calibrate(X_valid, y_valid)
 
     def _average_weights(self, X_bn):
         """Stochastic weight averaging of the chosen snapshots into one state.

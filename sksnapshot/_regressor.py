@@ -7,8 +7,13 @@ from sklearn.utils._param_validation import StrOptions
 from skorch import NeuralNetRegressor
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
+from ._calibration import fit_variance_scale
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
-from ._selection import REGRESSION_SELECTIONS, regression_member_scores, select_regression_members
+from ._regression_selection import (
+    REGRESSION_SELECTIONS,
+    regression_member_scores,
+    select_regression_members,
+)
 from ._training import template
 
 __all__ = ["SnapshotEnsembleRegressor", "default_regressor_net"]
@@ -70,11 +75,23 @@ class SnapshotEnsembleRegressor(RegressorMixin, BaseSnapshotEnsemble):
         As for :class:`SnapshotEnsembleClassifier`, with a ``NeuralNetRegressor``
         (a module is wrapped in :func:`default_regressor_net`). Constructor
         parameters named ``n_features`` and ``n_outputs`` are filled in.
-    n_snapshots, n_members, min_lr, schedule, weighting, combine, validation_fraction, \
+    n_snapshots, n_members, min_lr, schedule, combine, validation_fraction, \
 checkpoint_dir, random_state, verbose
         As for :class:`SnapshotEnsembleClassifier`. The validation split is not
         stratified, and the validation loss for choosing members is the
         squared error (Gaussian NLL for mean-variance members).
+    weighting : {"auto", "optimize", "shrink", "uniform"}, default="auto"
+        As for the classifier, on the validation loss above, except that
+        "auto" means "optimize" here: shrunk weights cost about 10 % RMSE on
+        diabetes, where the early, less over-fitted snapshots are the good
+        ones (``benchmarks/results/small_data.md``).
+    calibration : {"auto", "variance"} or None, default="auto"
+        "variance" (what "auto" means) fits one factor ``s`` of the
+        predictive variance on the validation rows (maximum Gaussian
+        likelihood, ``variance_scale_``); ``return_std`` is then
+        ``sqrt(s * variance)``. It brought the coverage of mean +- 2 std from
+        0.07 to 0.94 for squared-error members on diabetes. None leaves the
+        variance as the members give it.
     selection : {"all", "last", "greedy"}, default="all"
         As for the classifier; "diverse" is for classifiers only.
 
@@ -84,6 +101,9 @@ checkpoint_dir, random_state, verbose
         Number of regression targets.
     gaussian_ : bool
         Whether the members predict a variance as well as a mean.
+    variance_scale_ : float
+        The fitted factor of the predictive variance (1.0 without validation
+        rows or calibration).
     validation_scores_ : dict or None
         ``"mse"`` (and ``"gaussian_nll"``) of every snapshot on the validation rows.
     net_, snapshots_, snapshot_epochs_, snapshot_iterations_, members_, weights_, \
@@ -109,10 +129,15 @@ feature_names_in_, sample_shape_
     _parameter_constraints = {
         **BaseSnapshotEnsemble._parameter_constraints,
         "selection": [StrOptions(set(REGRESSION_SELECTIONS))],
+        "calibration": [StrOptions({"auto", "variance"}), None],
     }
     _net_class = NeuralNetRegressor
     _default_module = MLPRegressorModule
     _default_net = staticmethod(default_regressor_net)
+    # Both measured on benchmarks/small_data.py's regression part: shrunk weights
+    # cost ~10 % RMSE on diabetes, the variance scale brings +-2 sigma coverage near 0.95.
+    _default_weighting = "optimize"
+    _default_calibration = "variance"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -180,11 +205,33 @@ feature_names_in_, sample_shape_
             return means, variances
         return means.numpy(), None if variances is None else variances.numpy()
 
-    def _choose_members(self, outputs, y, n_members):
+    def _choose_members(self, outputs, y, n_members, weighting):
         means, variances = self._split(outputs)
         self.validation_scores_ = regression_member_scores(means, y, variances)
         return select_regression_members(means, y, self.selection, n_members,
-                                         self.weighting, variances)
+                                         weighting, variances)
+
+    def _calibrate(self, X_valid, y_valid):
+        self.variance_scale_ = 1.0
+        if X_valid is not None and self._calibration() == "variance":
+            mean, variance = self._mixture(X_valid)
+            self.variance_scale_ = fit_variance_scale(mean, variance, y_valid)
+
+    def _mixture(self, X):
+        """The weighted mixture's mean and (uncalibrated) variance per row and target."""
+        k = self.n_outputs_
+
+        def moments(out):
+            means, variances = self._split(out)
+            second = means ** 2 + (0.0 if variances is None else variances)
+            return torch.cat([means, second], dim=-1)
+
+        sums = self._weighted_outputs(X, moments)
+        mean, second = sums[:, :k], sums[:, k:]
+        if not np.all(np.isfinite(mean)):
+            raise ValueError("The members' predictions are not finite for some rows; these "
+                             "inputs overflow the module (scale the features as for training).")
+        return mean, np.maximum(second - mean ** 2, 0.0)
 
     def _clear_validation_results(self):
         self.validation_scores_ = None
@@ -216,20 +263,8 @@ feature_names_in_, sample_shape_
             Only with ``return_std=True``.
         """
         X = self._validate_X_predict(X)
-        k = self.n_outputs_
-
-        def moments(out):
-            means, variances = self._split(out)
-            second = means ** 2 + (0.0 if variances is None else variances)
-            return torch.cat([means, second], dim=-1)
-
-        sums = self._weighted_outputs(X, moments)
-        mean, second = sums[:, :k], sums[:, k:]
-        if not np.all(np.isfinite(mean)):
-            raise ValueError("The members' predictions are not finite for some rows; these "
-                             "inputs overflow the module (scale the features as for training).")
+        mean, variance = self._mixture(X)
         squeeze = (lambda a: a[:, 0]) if self._single_output else (lambda a: a)
         if not return_std:
             return squeeze(mean)
-        std = np.sqrt(np.maximum(second - mean ** 2, 0.0))
-        return squeeze(mean), squeeze(std)
+        return squeeze(mean), squeeze(np.sqrt(getattr(self, "variance_scale_", 1.0) * variance))

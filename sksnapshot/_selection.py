@@ -20,6 +20,7 @@ __all__ = [
     "select_diverse",
     "select_greedy",
     "select_members",
+    "shrink_weights",
 ]
 
 # Same floor as sklearn's historical log_loss, so one confidently wrong row
@@ -620,12 +621,3 @@ def select_members(probas, y, selection, n_members=None, weighting="uniform",
     elif weighting == "shrink":
         weights = shrink_weights(probas, y, indices, prior_rows)
     return indices, weights
-
-
-# Transition: _regressor.py still imports the regression names from here; they
-# live in _regression_selection.py (issue 12). Remove once it imports them there.
-from ._regression_selection import (  # noqa: E402, F401
-    REGRESSION_SELECTIONS,
-    regression_member_scores,
-    select_regression_members,
-)

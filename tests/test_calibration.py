@@ -101,3 +101,44 @@ def test_variance_scale_recovers_known_scale():
     assert fit_variance_scale(mean[:0], variance[:0], y[:0]) == 1.0
     with pytest.raises(ValueError, match="same shape"):
         fit_variance_scale(mean, variance[:10], y)
+
+
+# -- in the estimators ------------------------------------------------------------------
+def test_the_classifier_applies_its_temperature_after_averaging(data):
+    from sksnapshot import SnapshotEnsembleClassifier
+
+    from .conftest import tiny_net
+
+    X, y = data
+    calibrated = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=3, random_state=0).fit(X, y)
+    plain = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=3, calibration=None,
+                                       random_state=0).fit(X, y)
+    assert plain.temperature_ == 1.0 and calibrated.temperature_ != 1.0
+    np.testing.assert_array_equal(calibrated.weights_, plain.weights_)
+    expected = apply_temperature(np.log(plain.predict_proba(X)), calibrated.temperature_)
+    np.testing.assert_allclose(calibrated.predict_proba(X), expected, atol=1e-12)
+    np.testing.assert_array_equal(calibrated.predict(X), plain.predict(X))
+    # The last stage of staged_predict_proba is predict_proba.
+    *_, last = calibrated.staged_predict_proba(X)
+    np.testing.assert_allclose(last, calibrated.predict_proba(X), atol=1e-12)
+    # select() fits the temperature again on the rows it is given.
+    calibrated.select(X[:40], y[:40])
+    assert calibrated.temperature_ == fit_temperature(
+        np.log(plain.set_params().select(X[:40], y[:40]).predict_proba(X[:40])), y[:40])
+
+
+def test_the_regressor_scales_its_variance_on_validation_rows(data):
+    from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+
+    X, y = data
+    y = y + 0.3 * np.random.RandomState(0).randn(len(y))
+    net = default_regressor_net().set_params(module__hidden_layer_sizes=(16,), max_epochs=6,
+                                             batch_size=32, lr=0.01)
+    scaled = SnapshotEnsembleRegressor(net, n_snapshots=3, random_state=0).fit(X, y)
+    plain = SnapshotEnsembleRegressor(net, n_snapshots=3, calibration=None,
+                                      random_state=0).fit(X, y)
+    assert plain.variance_scale_ == 1.0 and scaled.variance_scale_ > 0
+    mean, std = scaled.predict(X, return_std=True)
+    plain_mean, plain_std = plain.predict(X, return_std=True)
+    np.testing.assert_allclose(mean, plain_mean)
+    np.testing.assert_allclose(std, np.sqrt(scaled.variance_scale_) * plain_std)

@@ -33,6 +33,7 @@ def fit(X, y, net=None, **kwargs):
     # weights) keeps these tests about training; test_members.py covers the rest.
     kwargs.setdefault("selection", "last")
     kwargs.setdefault("weighting", "uniform")
+    kwargs.setdefault("calibration", None)
     return SnapshotEnsembleClassifier(tiny_net() if net is None else net, **kwargs).fit(X, y)
 
 

@@ -15,6 +15,7 @@ from sksnapshot import (
     SnapshotEnsembleRegressor,
     default_regressor_net,
 )
+from sksnapshot._calibration import apply_temperature
 from sksnapshot._inference import inference_batch_size
 
 from .conftest import tiny_net
@@ -34,7 +35,7 @@ def _reference_proba(clf, X):
     for index, weight in zip(clf.members_, clf.weights_):
         net.module_.load_state_dict(clf.snapshots_[index])
         total = total + weight * net.predict_proba(X.astype(np.float32)).astype(np.float64)
-    return total
+    return apply_temperature(np.log(total), clf.temperature_)
 
 
 def test_predict_proba_equals_skorch_member_by_member(fitted, data):

@@ -23,7 +23,9 @@ def split(data):
 @pytest.fixture(scope="module")
 def fitted(split):
     X, y, _, _ = split
-    return SnapshotEnsembleClassifier(tiny_net(max_epochs=8), n_snapshots=4,
+    # Without a temperature, predict_proba is the weighted mean of the members
+    # (test_calibration.py covers the temperature).
+    return SnapshotEnsembleClassifier(tiny_net(max_epochs=8), n_snapshots=4, calibration=None,
                                       random_state=0).fit(X, y)
 
 

@@ -50,7 +50,7 @@ def member_outputs(reg, X):
 def test_single_and_multi_output_predictions_are_member_means(reg_data):
     X, Y = reg_data
     for y in (Y[:, 0], Y):
-        reg = fit(X, y, selection="all", weighting="uniform")
+        reg = fit(X, y, selection="all", weighting="uniform", calibration=None)
         mean, std = reg.predict(X, return_std=True)
         assert mean.shape == std.shape == y.shape
         outputs = member_outputs(reg, X).astype(np.float64).reshape(3, len(X), -1)
@@ -63,7 +63,8 @@ def test_single_and_multi_output_predictions_are_member_means(reg_data):
 
 def test_mean_variance_members_give_the_mixture_variance(reg_data):
     X, Y = reg_data
-    reg = fit(X, Y[:, 0], net=tiny_reg_net(gaussian=True), selection="all", weighting="uniform")
+    reg = fit(X, Y[:, 0], net=tiny_reg_net(gaussian=True), selection="all", weighting="uniform",
+              calibration=None)
     assert reg.gaussian_ and "gaussian_nll" in reg.validation_scores_
     outputs = member_outputs(reg, X).astype(np.float64)  # (M, n, 2): mean, log-variance
     means, variances = outputs[..., 0], np.exp(outputs[..., 1])
