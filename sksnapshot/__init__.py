@@ -26,6 +26,7 @@ from ._selection import (
     select_greedy,
     select_members,
 )
+from .metrics import uncertainty_decomposition, variance_decomposition
 
 __all__ = [
     "CyclicSnapshots",
@@ -49,4 +50,6 @@ __all__ = [
     "select_greedy",
     "select_members",
     "snapshot_iterations",
+    "uncertainty_decomposition",
+    "variance_decomposition",
 ]

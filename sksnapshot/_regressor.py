@@ -10,6 +10,7 @@ from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._selection import REGRESSION_SELECTIONS, regression_member_scores, select_regression_members
 from ._training import template
+from .metrics import variance_decomposition
 
 __all__ = ["SnapshotEnsembleRegressor", "default_regressor_net"]
 
@@ -232,3 +233,59 @@ divergences_, n_iter_, n_features_in_, feature_names_in_
             return squeeze(mean)
         std = np.sqrt(np.maximum(second - mean ** 2, 0.0))
         return squeeze(mean), squeeze(std)
+
+    def predict_uncertainty(self, X):
+        r"""The predictive variance per row, split into aleatoric and epistemic parts.
+
+        With member weights :math:`w_i`, means :math:`\mu_i` and (mean-variance
+        members) variances :math:`\sigma_i^2`, per row and target:
+        ``total = aleatoric + epistemic`` with ``aleatoric`` :math:`=\sum_i
+        w_i \sigma_i^2` (the noise the members predict; zero for
+        squared-error members) and ``epistemic`` :math:`=\sum_i w_i (\mu_i -
+        \mu)^2` (the members' disagreement); see
+        :func:`~sksnapshot.metrics.variance_decomposition`. ``total`` is the
+        square of the standard deviation ``predict(X, return_std=True)``
+        returns, and ``mean`` is ``predict(X)``.
+
+        With ``combine="weights"`` the single averaged model has no members to
+        disagree: ``epistemic`` is zero.
+
+        Parameters
+        ----------
+        X : array-like, dict of arrays or torch Dataset
+            Samples to predict, of the kind and per-sample shape seen in ``fit``.
+
+        Returns
+        -------
+        uncertainty : sklearn.utils.Bunch
+            ``mean``, ``total``, ``aleatoric`` and ``epistemic`` (variances,
+            in squared target units), each of shape (n_samples,), or
+            (n_samples, n_outputs) for several targets.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_regression
+        >>> from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+        >>> X, y = make_regression(n_samples=200, n_features=5, noise=5.0, random_state=0)
+        >>> y = (y - y.mean()) / y.std()
+        >>> net = default_regressor_net(gaussian=True).set_params(max_epochs=20, lr=0.01)
+        >>> reg = SnapshotEnsembleRegressor(net, n_snapshots=4, random_state=0).fit(X, y)
+        >>> u = reg.predict_uncertainty(X[:3])
+        >>> u.total.shape
+        (3,)
+        >>> bool(np.allclose(u.total, u.aleatoric + u.epistemic))
+        True
+        >>> bool(np.allclose(np.sqrt(u.total), reg.predict(X[:3], return_std=True)[1]))
+        True
+        """
+        X = self._validate_X_predict(X)
+        states, weights = self._combined_states()
+        means, variances = self._split(self._member_outputs(X, states))
+        if not np.all(np.isfinite(means)):
+            raise ValueError("The members' predictions are not finite for some rows; these "
+                             "inputs overflow the module (scale the features as for training).")
+        result = variance_decomposition(means, variances, weights)
+        if self._single_output:
+            for key in result:
+                result[key] = result[key][:, 0]
+        return result
