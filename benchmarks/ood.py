@@ -73,6 +73,8 @@ SCORES = {
     "single: entropy": ("single", "total"),
     "snapshot: entropy": ("snapshot", "total"),
     "snapshot: MI": ("snapshot", "epistemic"),
+    "snapshot uniform: entropy": ("snapshot-uniform", "total"),
+    "snapshot uniform: MI": ("snapshot-uniform", "epistemic"),
     "deep: entropy": ("deep", "total"),
     "deep: MI": ("deep", "epistemic"),
 }
@@ -171,6 +173,9 @@ def evaluate(fits, y_val, y_test, ood_names):
                    {n: singles[0]["ood"][n] for n in ood_names}, None),
         "snapshot": (fits["snapshot"]["val"], fits["snapshot"]["test"],
                      fits["snapshot"]["ood"], fits["snapshot"]["weights"]),
+        # The same snapshots with equal weights (the paper's average).
+        "snapshot-uniform": (fits["snapshot"]["val"], fits["snapshot"]["test"],
+                             fits["snapshot"]["ood"], None),
         "deep": (np.concatenate([s["val"] for s in singles]),
                  np.concatenate([s["test"] for s in singles]),
                  {n: np.concatenate([s["ood"][n] for s in singles]) for n in ood_names}, None),
@@ -208,6 +213,7 @@ def evaluate(fits, y_val, y_test, ood_names):
     out["deep_clls"], out["deep_clls_cv"] = deep_clls, deep_clls_cv
     out["dee"] = deep_ensemble_equivalent(out["cll"]["snapshot"], deep_clls)
     out["dee_cv"] = deep_ensemble_equivalent(out["cll_cv"]["snapshot"], deep_clls_cv)
+    out["max_weight"] = float(np.max(fits["snapshot"]["weights"]))
     out["seconds"] = {"single": singles[0]["seconds"], "snapshot": fits["snapshot"]["seconds"],
                       "deep": float(sum(s["seconds"] for s in singles))}
     return out
@@ -265,7 +271,11 @@ def tables(results, epochs, n_deep, jobs):
         f"Mean ± standard deviation over seeds {seeds}; torch.set_num_threads({THREADS}) in "
         f"each of {jobs} process(es). snapshot = 5 cosine cycles in one run (the package "
         f"default: all snapshots, optimised weights); deep-{n_deep} = {n_deep} independently "
-        f"trained single nets ({n_deep}x the cost); MI = mutual information (epistemic).",
+        f"trained single nets ({n_deep}x the cost); snapshot uniform = the same snapshots "
+        "with equal weights; MI = mutual information (epistemic). The largest optimised "
+        "snapshot weight, mean over seeds: "
+        + ", ".join(f"{t} {np.mean([results[(t, s)]['max_weight'] for s in seeds]):.2f}"
+                    for t in tasks) + ".",
         "",
         "## OOD detection: AUROC (in-distribution test rows vs OOD rows; 0.5 = chance)",
         "",
