@@ -26,6 +26,7 @@ from ._selection import (
     shrink_weights,
 )
 from ._version import __version__ as __version__
+from .metrics import uncertainty_decomposition, variance_decomposition
 
 __all__ = [
     "CyclicSnapshots",
@@ -51,4 +52,6 @@ __all__ = [
     "select_members",
     "shrink_weights",
     "snapshot_iterations",
+    "uncertainty_decomposition",
+    "variance_decomposition",
 ]

@@ -378,10 +378,22 @@ class BaseSnapshotEnsemble(BaseEstimator):
         """Every state's outputs on ``X``: shape ``(n_states, n_rows, n_outputs)``."""
         return runner_for(self.net_).each(X, states)
 
-    def _weighted_outputs(self, X, transform=None):
-        """The weighted sum over the predicting members of ``transform(output)``, per row."""
+    def _weighted_outputs(self, X):
+        """The weighted sum of the predicting members' outputs, per row."""
         states, weights = self._combined_states()
-        return runner_for(self.net_).weighted_sum(X, states, weights, transform)
+        return runner_for(self.net_).weighted_sum(X, states, weights)
+
+    def _reduced_outputs(self, X, reduce):
+        """``reduce(member_outputs, weights)`` per batch for the predicting members, stacked.
+
+        ``member_outputs`` is a float64 array ``(n_members, batch, ...)``.
+        """
+        states, weights = self._combined_states()
+
+        def on_batch(outputs):
+            return reduce(torch.stack(outputs).double().cpu().numpy(), weights)
+
+        return runner_for(self.net_).map_batches(X, states, on_batch)
 
     def _combined_states(self):
         """The states ``predict`` runs and their weights."""

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.utils import Bunch
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
@@ -11,6 +12,7 @@ from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import apply_temperature, fit_temperature
 from ._modules import MLPModule
 from ._selection import disagreement_matrix, member_scores, select_members
+from .metrics import uncertainty_decomposition
 
 __all__ = ["SnapshotEnsembleClassifier", "default_classifier_net"]
 
@@ -396,3 +398,73 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def predict_uncertainty(self, X):
+        r"""Per row, how uncertain the ensemble is, and how much of it is the members' disagreement.
+
+        The predictive entropy of the ensemble's probabilities (``total``) is
+        split into the expected entropy of the members (``aleatoric``: what
+        every member finds ambiguous) and the mutual information between the
+        label and the member (``epistemic``: what the members disagree on),
+        with the members' ``weights_``; see
+        :func:`~sksnapshot.metrics.uncertainty_decomposition` for the
+        formulas. Rows unlike the training data tend to have a high
+        ``epistemic`` score; ``total`` also flags ambiguous in-distribution rows.
+
+        With ``combine="weights"`` the ensemble predicts with one averaged
+        model, so there are no members to disagree: ``epistemic`` and
+        ``disagreement`` are zero and ``total`` equals ``aleatoric``. Use
+        ``combine="proba"`` (``set_params`` then ``select``, or refit) for the
+        decomposition.
+
+        Parameters
+        ----------
+        X : array-like, dict of arrays or torch Dataset
+            Samples to predict, of the kind and per-sample shape seen in ``fit``.
+
+        Returns
+        -------
+        uncertainty : sklearn.utils.Bunch
+            Arrays of shape (n_samples,), in nats:
+
+            - ``total``: :math:`H[\bar p]`, the entropy of the members' weighted
+              mixture :math:`\bar p = \sum_i w_i p_i`;
+            - ``aleatoric``: :math:`\sum_i w_i H[p_i]`, the expected member entropy;
+            - ``epistemic``: ``total - aleatoric``, the mutual information, in
+              :math:`[0, \min(\log K, \log M)]` for K classes and M members;
+            - ``disagreement``: the weighted share of members whose label
+              differs from the ensemble's, in [0, 1];
+
+            and ``proba``, of shape (n_samples, n_classes): that mixture. The
+            decomposition is the members', before calibration:
+            :meth:`predict_proba` applies ``temperature_`` to this mixture
+            (same labels, other confidences).
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
+        >>> X, y = load_iris(return_X_y=True)
+        >>> X = (X - X.mean(axis=0)) / X.std(axis=0)
+        >>> net = default_classifier_net().set_params(max_epochs=20)
+        >>> clf = SnapshotEnsembleClassifier(net, n_snapshots=4, random_state=0).fit(X, y)
+        >>> u = clf.predict_uncertainty(X[:5])
+        >>> sorted(u)
+        ['aleatoric', 'disagreement', 'epistemic', 'proba', 'total']
+        >>> bool(np.allclose(u.total, u.aleatoric + u.epistemic))
+        True
+        >>> bool((u.proba.argmax(1) == clf.predict_proba(X[:5]).argmax(1)).all())
+        True
+        """
+        X = self._validate_X_predict(X)
+        names = ("total", "aleatoric", "epistemic", "disagreement")
+
+        def reduce(probas, weights):
+            self._check_finite(probas.sum(axis=0))  # names rows whose outputs are not finite
+            parts = uncertainty_decomposition(probas, weights)
+            return np.column_stack([*(parts[name] for name in names), parts.proba])
+
+        out = self._reduced_outputs(X, reduce)
+        result = Bunch(**{name: out[:, i] for i, name in enumerate(names)})
+        result.proba = _normalise(out[:, len(names):])
+        return result

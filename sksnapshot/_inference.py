@@ -190,40 +190,38 @@ class MemberRunner:
                 self._replicas.put(replica)
 
     # -- what the estimators ask for -----------------------------------------------
-    def weighted_sum(self, X, states, weights, transform=None, batch_size=None):
-        """``sum_m weights[m] * transform(output_m)`` for every row, as float64 NumPy.
+    def map_batches(self, X, states, reduce, batch_size=None):
+        """``reduce(outputs)`` of every batch, concatenated along the rows.
 
-        Memory is that of one batch of outputs per member plus the result:
-        O(rows x outputs), not O(members x rows x outputs).
+        ``outputs`` is the batch's list of member outputs (tensors on the
+        device, one per state); ``reduce`` returns a NumPy array with one row
+        per sample. Memory is that of one batch of member outputs plus the
+        result, whatever the number of rows.
         """
         batch_size = batch_size or inference_batch_size(self.net, X)
-        weights = [float(w) for w in weights]
         parts = []
+        self._run(X, states, batch_size, lambda outputs: parts.append(reduce(outputs)))
+        return parts[0] if len(parts) == 1 else _concatenate(parts)
 
-        def consume(outputs):
+    def weighted_sum(self, X, states, weights, batch_size=None):
+        """``sum_m weights[m] * output_m`` for every row, as float64 NumPy."""
+        weights = [float(w) for w in weights]
+
+        def reduce(outputs):
             total = None
             for w, out in zip(weights, outputs):
                 # float64 sums (MPS has none): the same numbers as NumPy's np.average.
                 out = out.to(torch.float64 if out.device.type != "mps" else torch.float32)
-                out = out if transform is None else transform(out)
                 total = out * w if total is None else total.add_(out, alpha=w)
-            parts.append(total.cpu().numpy())
+            return total.cpu().numpy()
 
-        self._run(X, states, batch_size, consume)
-        return parts[0] if len(parts) == 1 else _concatenate(parts)
+        return self.map_batches(X, states, reduce, batch_size)
 
     def each(self, X, states, batch_size=None):
         """Every member's outputs, shape ``(n_members, n_rows, ...)``, float32 NumPy."""
-        batch_size = batch_size or inference_batch_size(self.net, X)
-        parts = []
-
-        def consume(outputs):
-            parts.append(torch.stack(outputs).cpu().numpy())
-
-        self._run(X, states, batch_size, consume)
-        if not parts:
-            return np.zeros((len(states), 0), dtype=np.float32)
-        return np.concatenate(parts, axis=1)
+        out = self.map_batches(X, states, lambda outputs: torch.stack(outputs, 1).cpu().numpy(),
+                               batch_size)
+        return np.moveaxis(out, 1, 0) if out.size else np.zeros((len(states), 0), np.float32)
 
 
 def _concatenate(parts):

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin, _fit_context
+from sklearn.utils import Bunch
 from sklearn.utils._param_validation import StrOptions
 from skorch import NeuralNetRegressor
 
@@ -15,6 +16,7 @@ from ._regression_selection import (
     select_regression_members,
 )
 from ._training import template
+from .metrics import variance_decomposition
 
 __all__ = ["SnapshotEnsembleRegressor", "default_regressor_net"]
 
@@ -214,24 +216,30 @@ feature_names_in_, sample_shape_
     def _calibrate(self, X_valid, y_valid):
         self.variance_scale_ = 1.0
         if X_valid is not None and self._calibration() == "variance":
-            mean, variance = self._mixture(X_valid)
-            self.variance_scale_ = fit_variance_scale(mean, variance, y_valid)
+            parts = self._mixture(X_valid)
+            self.variance_scale_ = fit_variance_scale(parts.mean, parts.total, y_valid)
 
     def _mixture(self, X):
-        """The weighted mixture's mean and (uncalibrated) variance per row and target."""
+        """The mixture's mean and uncalibrated variance parts, per row and target.
+
+        One pass in batches; per batch, :func:`~sksnapshot.metrics.variance_decomposition`
+        of the members' means and variances (never O(members x rows) memory).
+        Returns a Bunch of ``mean``, ``total``, ``aleatoric``, ``epistemic``.
+        """
         k = self.n_outputs_
 
-        def moments(out):
-            means, variances = self._split(out)
-            second = means ** 2 + (0.0 if variances is None else variances)
-            return torch.cat([means, second], dim=-1)
+        def reduce(outputs, weights):
+            means, variances = self._split(outputs)
+            parts = variance_decomposition(means, variances, weights)
+            return np.concatenate([parts.mean, parts.aleatoric, parts.epistemic], axis=1)
 
-        sums = self._weighted_outputs(X, moments)
-        mean, second = sums[:, :k], sums[:, k:]
+        out = self._reduced_outputs(X, reduce)
+        mean, aleatoric, epistemic = out[:, :k], out[:, k:2 * k], out[:, 2 * k:]
         if not np.all(np.isfinite(mean)):
             raise ValueError("The members' predictions are not finite for some rows; these "
                              "inputs overflow the module (scale the features as for training).")
-        return mean, np.maximum(second - mean ** 2, 0.0)
+        return Bunch(mean=mean, total=aleatoric + epistemic, aleatoric=aleatoric,
+                     epistemic=epistemic)
 
     def _clear_validation_results(self):
         self.validation_scores_ = None
@@ -263,8 +271,64 @@ feature_names_in_, sample_shape_
             Only with ``return_std=True``.
         """
         X = self._validate_X_predict(X)
-        mean, variance = self._mixture(X)
+        parts = self._mixture(X)
+        mean, variance = parts.mean, getattr(self, "variance_scale_", 1.0) * parts.total
         squeeze = (lambda a: a[:, 0]) if self._single_output else (lambda a: a)
         if not return_std:
             return squeeze(mean)
-        return squeeze(mean), squeeze(np.sqrt(getattr(self, "variance_scale_", 1.0) * variance))
+        return squeeze(mean), squeeze(np.sqrt(variance))
+
+    def predict_uncertainty(self, X):
+        r"""The predictive variance per row, split into aleatoric and epistemic parts.
+
+        With member weights :math:`w_i`, means :math:`\mu_i` and (mean-variance
+        members) variances :math:`\sigma_i^2`, per row and target:
+        ``total = aleatoric + epistemic`` with ``aleatoric`` :math:`=\sum_i
+        w_i \sigma_i^2` (the noise the members predict; zero for
+        squared-error members) and ``epistemic`` :math:`=\sum_i w_i (\mu_i -
+        \mu)^2` (the members' disagreement), each times the fitted
+        ``variance_scale_``; see
+        :func:`~sksnapshot.metrics.variance_decomposition`. ``total`` is the
+        square of the standard deviation ``predict(X, return_std=True)``
+        returns, and ``mean`` is ``predict(X)``.
+
+        With ``combine="weights"`` the single averaged model has no members to
+        disagree: ``epistemic`` is zero.
+
+        Parameters
+        ----------
+        X : array-like, dict of arrays or torch Dataset
+            Samples to predict, of the kind and per-sample shape seen in ``fit``.
+
+        Returns
+        -------
+        uncertainty : sklearn.utils.Bunch
+            ``mean``, ``total``, ``aleatoric`` and ``epistemic`` (variances,
+            in squared target units), each of shape (n_samples,), or
+            (n_samples, n_outputs) for several targets.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_regression
+        >>> from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+        >>> X, y = make_regression(n_samples=200, n_features=5, noise=5.0, random_state=0)
+        >>> y = (y - y.mean()) / y.std()
+        >>> net = default_regressor_net(gaussian=True).set_params(max_epochs=20, lr=0.01)
+        >>> reg = SnapshotEnsembleRegressor(net, n_snapshots=4, random_state=0).fit(X, y)
+        >>> u = reg.predict_uncertainty(X[:3])
+        >>> u.total.shape
+        (3,)
+        >>> bool(np.allclose(u.total, u.aleatoric + u.epistemic))
+        True
+        >>> bool(np.allclose(np.sqrt(u.total), reg.predict(X[:3], return_std=True)[1]))
+        True
+        """
+        X = self._validate_X_predict(X)
+        result = self._mixture(X)
+        scale = getattr(self, "variance_scale_", 1.0)  # the calibration scales every part
+        for key in ("total", "aleatoric", "epistemic"):
+            result[key] = scale * result[key]
+        if self._single_output:
+            for key in result:
+                result[key] = result[key][:, 0]
+        return result

@@ -1,12 +1,15 @@
-"""Calibration and quality metrics for probabilistic classifiers.
+"""Calibration, quality and uncertainty metrics for probabilistic ensembles.
 
-Every metric takes true labels and a ``(n_samples, n_classes)`` matrix of
-predicted probabilities whose column ``k`` belongs to class ``k`` (or to
-``classes[k]`` when ``classes`` is given, e.g. an estimator's ``classes_``).
+Every calibration metric takes true labels and a ``(n_samples, n_classes)``
+matrix of predicted probabilities whose column ``k`` belongs to class ``k``
+(or to ``classes[k]`` when ``classes`` is given, e.g. an estimator's
+``classes_``). The uncertainty decompositions take the members' outputs,
+``(n_members, n_samples, ...)``, and their weights.
 """
 
 import numpy as np
 from sklearn.metrics import log_loss
+from sklearn.utils import Bunch
 from sklearn.utils.validation import check_array, check_consistent_length
 
 __all__ = [
@@ -15,6 +18,8 @@ __all__ = [
     "expected_calibration_error",
     "negative_log_likelihood",
     "reliability_curve",
+    "uncertainty_decomposition",
+    "variance_decomposition",
 ]
 
 
@@ -257,3 +262,177 @@ def disagreement(proba_a, proba_b):
             f"and {proba_b.shape}."
         )
     return float(_disagreement_rate(proba_a.argmax(axis=1), proba_b.argmax(axis=1)))
+
+
+def _check_weights(weights, n_members):
+    """Member weights as float64 summing to 1 (uniform when None)."""
+    if weights is None:
+        return np.full(n_members, 1.0 / n_members)
+    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(weights) != n_members:
+        raise ValueError(f"weights has {len(weights)} entries for {n_members} members.")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero.")
+    return weights / weights.sum()
+
+
+def _entropy(proba):
+    """Shannon entropy (nats) along the last axis, with 0 log 0 = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(proba > 0, proba * np.log(proba), 0.0)
+    return -terms.sum(axis=-1)
+
+
+def uncertainty_decomposition(member_probas, weights=None):
+    r"""Split an ensemble's predictive entropy into aleatoric and epistemic parts.
+
+    For members :math:`i` with weights :math:`w_i` (summing to 1) and class
+    probabilities :math:`p_i(y \mid x)`, the ensemble predicts the mixture
+    :math:`\bar p = \sum_i w_i p_i`, and per row (entropies in nats):
+
+    .. math::
+
+       \underbrace{H[\bar p]}_{\text{total}}
+       = \underbrace{\textstyle\sum_i w_i H[p_i]}_{\text{aleatoric}}
+       + \underbrace{\textstyle\sum_i w_i \mathrm{KL}(p_i \,\|\, \bar p)}_{\text{epistemic}}
+
+    with :math:`H[p] = -\sum_k p_k \log p_k`. The epistemic part is the mutual
+    information between the label and the member (Depeweg et al., 2018): zero
+    when every member predicts the same probabilities, at most
+    :math:`\log` (number of members) and at most :math:`\log K` for
+    :math:`K` classes. The disagreement is the weighted share of the members
+    whose label (argmax) differs from the ensemble's:
+    :math:`\sum_i w_i [\arg\max p_i \ne \arg\max \bar p]`.
+
+    Parameters
+    ----------
+    member_probas : array-like of shape (n_members, n_samples, n_classes)
+        Each member's predicted probabilities (rows summing to 1).
+    weights : array-like of shape (n_members,), default=None
+        The members' weights; normalised to sum to 1. None: equal weights.
+
+    Returns
+    -------
+    result : sklearn.utils.Bunch
+        With arrays of shape (n_samples,), float64:
+
+        - ``total``: the entropy of the mixture :math:`H[\bar p]`;
+        - ``aleatoric``: the expected member entropy :math:`\sum_i w_i H[p_i]`;
+        - ``epistemic``: the mutual information, ``total - aleatoric``
+          (computed as the weighted KL divergences, so never negative);
+        - ``disagreement``: the weighted share of members whose argmax
+          differs from the mixture's, in [0, 1];
+
+        and ``proba``, the mixture :math:`\bar p` of shape (n_samples, n_classes).
+
+    See Also
+    --------
+    variance_decomposition : the regression counterpart.
+    sksnapshot.SnapshotEnsembleClassifier.predict_uncertainty : on a fitted ensemble.
+
+    References
+    ----------
+    S. Depeweg, J. M. Hernandez-Lobato, F. Doshi-Velez, S. Udluft,
+    "Decomposition of Uncertainty in Bayesian Deep Learning for Efficient and
+    Risk-sensitive Learning", ICML 2018.
+
+    Examples
+    --------
+    Two members sure of different classes: all of the uncertainty is epistemic.
+
+    >>> u = uncertainty_decomposition([[[1.0, 0.0]], [[0.0, 1.0]]])
+    >>> u.total.round(4), u.aleatoric, u.epistemic.round(4), u.disagreement
+    (array([0.6931]), array([0.]), array([0.6931]), array([0.5]))
+
+    Two members that agree on a coin flip: all of it is aleatoric.
+
+    >>> u = uncertainty_decomposition([[[0.5, 0.5]], [[0.5, 0.5]]])
+    >>> u.aleatoric.round(4), u.epistemic
+    (array([0.6931]), array([0.]))
+    """
+    probas = np.asarray(member_probas, dtype=np.float64)
+    if probas.ndim != 3:
+        raise ValueError("member_probas must have shape (n_members, n_samples, n_classes), "
+                         f"got {probas.shape}.")
+    if probas.shape[0] == 0:
+        raise ValueError("member_probas must hold at least one member.")
+    if not np.all(np.isfinite(probas)) or probas.min(initial=0) < 0:
+        raise ValueError("member_probas must contain finite, non-negative probabilities.")
+    w = _check_weights(weights, probas.shape[0])
+    mixture = np.tensordot(w, probas, axes=1)
+    total = _entropy(mixture)
+    aleatoric = w @ _entropy(probas)
+    # The weighted KL divergences of the members from the mixture: equal to
+    # total - aleatoric, without its cancellation (and never below 0).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.where(probas > 0, np.log(probas) - np.log(mixture), 0.0)
+    epistemic = np.maximum(w @ (probas * log_ratio).sum(axis=-1), 0.0)
+    label = mixture.argmax(axis=-1)
+    disagreement = w @ (probas.argmax(axis=-1) != label).astype(np.float64)
+    return Bunch(total=total, aleatoric=aleatoric, epistemic=epistemic,
+                 disagreement=disagreement, proba=mixture)
+
+
+def variance_decomposition(member_means, member_variances=None, weights=None):
+    r"""Split a regression ensemble's predictive variance into aleatoric and epistemic parts.
+
+    For members with weights :math:`w_i` (summing to 1), predicted means
+    :math:`\mu_i(x)` and (mean-variance members) variances
+    :math:`\sigma_i^2(x)`, the mixture's mean and variance are, per row and
+    target (the law of total variance):
+
+    .. math::
+
+       \mu = \sum_i w_i \mu_i, \qquad
+       \underbrace{\sigma^2}_{\text{total}}
+       = \underbrace{\textstyle\sum_i w_i \sigma_i^2}_{\text{aleatoric}}
+       + \underbrace{\textstyle\sum_i w_i (\mu_i - \mu)^2}_{\text{epistemic}}.
+
+    Without predicted variances (squared-error members) the aleatoric part is
+    zero and the total is the members' spread alone.
+
+    Parameters
+    ----------
+    member_means : array-like of shape (n_members, n_samples) or (n_members, n_samples, n_outputs)
+        Each member's predicted means.
+    member_variances : array-like of the same shape, default=None
+        Each member's predicted variances; None for members without them.
+    weights : array-like of shape (n_members,), default=None
+        The members' weights; normalised to sum to 1. None: equal weights.
+
+    Returns
+    -------
+    result : sklearn.utils.Bunch
+        ``mean``, ``total``, ``aleatoric`` and ``epistemic`` (variances, not
+        standard deviations), each of shape ``member_means.shape[1:]``, float64.
+
+    See Also
+    --------
+    uncertainty_decomposition : the classification counterpart.
+    sksnapshot.SnapshotEnsembleRegressor.predict_uncertainty : on a fitted ensemble.
+
+    Examples
+    --------
+    >>> u = variance_decomposition([[0.0, 1.0], [2.0, 1.0]], [[1.0, 1.0], [1.0, 3.0]])
+    >>> u.mean, u.aleatoric, u.epistemic, u.total
+    (array([1., 1.]), array([1., 2.]), array([1., 0.]), array([2., 2.]))
+    """
+    means = np.asarray(member_means, dtype=np.float64)
+    if means.ndim not in (2, 3) or means.shape[0] == 0:
+        raise ValueError("member_means must have shape (n_members, n_samples[, n_outputs]) "
+                         f"with at least one member, got {means.shape}.")
+    w = _check_weights(weights, means.shape[0])
+    mean = np.tensordot(w, means, axes=1)
+    epistemic = np.tensordot(w, (means - mean) ** 2, axes=1)
+    if member_variances is None:
+        aleatoric = np.zeros_like(mean)
+    else:
+        variances = np.asarray(member_variances, dtype=np.float64)
+        if variances.shape != means.shape:
+            raise ValueError(f"member_variances has shape {variances.shape}; member_means "
+                             f"has {means.shape}.")
+        if np.any(variances < 0):
+            raise ValueError("member_variances must be non-negative.")
+        aleatoric = np.tensordot(w, variances, axes=1)
+    return Bunch(mean=mean, total=aleatoric + epistemic, aleatoric=aleatoric,
+                 epistemic=epistemic)

@@ -8,7 +8,7 @@ themselves are meaningless at these sizes.
 import numpy as np
 import pytest
 
-from benchmarks import quality, speed
+from benchmarks import ood, quality, speed
 
 
 def _table_rows(text, first_cell):
@@ -186,3 +186,32 @@ def test_small_data_regression_table():
     assert {r["method"] for r in records} == {"single net", *small_data.REGRESSION_RULES}
     text = small_data.regression_table(records)
     assert len(_table_rows(text, "diabetes")) == 2 * (1 + len(small_data.REGRESSION_RULES))
+
+
+def test_ood_tables(tmp_path):
+    results = ood.main(["--quick", "--out", str(tmp_path)])
+    assert sorted(results) == [("digits", 0)]
+    r = results[("digits", 0)]
+    assert set(r["auroc"]["pixels permuted"]) == set(ood.SCORES)
+    assert all(0 <= v <= 1 for v in r["auroc"]["pixels permuted"].values())
+    assert len(r["deep_clls"]) == len(r["deep_clls_cv"]) == 2
+    text = (tmp_path / "ood.md").read_text()
+    assert _header(text, "train task")[2:] == list(ood.SCORES)
+    assert len(_table_rows(text, "digits")) == 1 + 1 + 2  # AUROC, rejection, 2 CLL rows
+    assert (tmp_path / "ood_raw.json").stat().st_size > 0
+
+
+def test_deep_ensemble_equivalent_interpolates():
+    from benchmarks._data import calibrated_log_loss, deep_ensemble_equivalent
+
+    curve = [1.0, 0.8, 0.7, 0.65]
+    assert deep_ensemble_equivalent(0.9, curve) == 1.5
+    assert deep_ensemble_equivalent(0.7, curve) == 3.0
+    assert deep_ensemble_equivalent(1.2, curve) == 1.0
+    assert deep_ensemble_equivalent(0.6, curve) == float("inf")
+    # Temperature scaling never does worse than T = 1 on the rows it was fitted on.
+    rng = np.random.RandomState(0)
+    proba = rng.dirichlet(np.full(3, 0.2), size=300)
+    y = rng.randint(0, 3, size=300)
+    nll, t = calibrated_log_loss(proba, y, proba, y)
+    assert t > 1 and nll < quality.scores(y, proba)["nll"]
