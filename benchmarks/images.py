@@ -60,11 +60,12 @@ from ._data import IMAGE_LOADERS, scores
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 SINGLE = "single net (1 cosine cycle)"
-DEFAULT = "sksnapshot default (5 snapshots): all / optimize"
+DEFAULT = "sksnapshot default (5 snapshots): all / shrink + temperature"
+OPTIMIZE = "sksnapshot all / optimize (previous default), same fit"
 PAPER = "sksnapshot last / uniform (paper), same fit"
 TORCHENSEMBLE = "TorchEnsemble SnapshotEnsemble (5)"
 DEEP = "deep ensemble (5 nets, 5x cost)"
-METHODS = [SINGLE, DEFAULT, PAPER, TORCHENSEMBLE, DEEP]
+METHODS = [SINGLE, DEFAULT, OPTIMIZE, PAPER, TORCHENSEMBLE, DEEP]
 METRICS = ["accuracy", "nll", "ece"]
 WEIGHT_DECAY = 5e-4
 BATCH_SIZE = 128
@@ -228,13 +229,15 @@ def _task_snapshots(data, model, lr, epochs, seed, device, max_train, n_snapshot
     X_fit, y_fit, X_val, y_val, X_test, y_test = split(data, seed, max_train)
     clf = SnapshotEnsembleClassifier(
         make_net(model, epochs, lr, device), n_snapshots=n_snapshots,
-        validation_fraction=0.0, random_state=seed)
+        validation_fraction=0.0, selection="all", weighting="uniform", random_state=seed)
     seconds = _fit_timed(clf, X_fit, y_fit, device)
     out = {}
-    for label, selection, weighting in [(DEFAULT, "all", "optimize"),
-                                        (PAPER, "last", "uniform")]:
+    for label, selection, weighting, calibration in [(DEFAULT, "all", "auto", "auto"),
+                                                     (OPTIMIZE, "all", "optimize", None),
+                                                     (PAPER, "last", "uniform", None)]:
         try:
-            clf.set_params(selection=selection, weighting=weighting).select(X_val, y_val)
+            clf.set_params(selection=selection, weighting=weighting,
+                           calibration=calibration).select(X_val, y_val)
             proba = clf.predict_proba(X_test)
         except ValueError:  # NaN outputs of a diverged run
             proba = None
@@ -342,8 +345,8 @@ def run(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, device="cpu", job
             table[SINGLE].append({**_score(y_test, members[0]["proba"]),
                                   "seconds": members[0]["seconds"], "members": 1})
             snap = results[(*common, "snapshots")]
-            table[DEFAULT].append(snap[DEFAULT])
-            table[PAPER].append(snap[PAPER])
+            for method in (DEFAULT, OPTIMIZE, PAPER):
+                table[method].append(snap[method])
             te = results[(*common, "te")]
             if te["error"] is not None:
                 errors[TORCHENSEMBLE] = te["error"]
