@@ -266,7 +266,9 @@ REFUSED = {
     "other estimator kind": (set_at("estimator", "SnapshotEnsembleRegressor"),
                              r"criterion must be one of|fitted\.\w+ is missing"),
     "unknown estimator": (set_at("estimator", "os.system"), r"estimator must be one of"),
-    "newer format": (set_at("format_version", 2), r"format_version is 2; .* reads format 1"),
+    "newer format": (set_at("format_version", 3),
+                     r"format_version is 3; .* reads formats 1 and 2 only"),
+    "boolean format": (set_at("format_version", True), r"format_version is True"),
     "wrong feature count": (lambda metadata: metadata["fitted"].update(
         n_features_in_=5, feature_names_in_=list("abcde")),
         r"fitted\.n_features_in_ is 5, but the module takes 6 features"),

@@ -350,7 +350,7 @@ def test_a_module_checked_for_real_gets_no_huge_rows(data, tmp_path, n_features,
         clf.predict_proba(X))
     target = _copy(tmp_path / "saved", tmp_path)
     metadata = json.loads((target / "metadata.json").read_text())
-    metadata["fitted"]["n_features_in_"] = n_features
+    metadata["fitted"].update(n_features_in_=n_features, sample_shape_=[n_features])
     (target / "metadata.json").write_text(json.dumps(metadata))
     before, start = _peak_rss_mib(), time.perf_counter()
     with pytest.raises(InvalidEnsembleFile, match=message):
