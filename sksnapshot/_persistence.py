@@ -134,14 +134,25 @@ def _estimator_kinds():
 
 
 def _saved_sample_shape(estimator):
-    """``sample_shape_`` as JSON: a list of ints, an object of them by input name, or null."""
+    """``sample_shape_`` as JSON: a list of sizes, or an object of them by input name.
+
+    An unknown shape (None: a torch Dataset whose samples are not arrays or
+    tensors) is refused: the loader could not run the module on inputs of the
+    saved shape, and a file saying "unknown" would let anyone skip that check.
+    """
     shape = getattr(estimator, "sample_shape_", None)
     if shape is None and hasattr(estimator, "n_features_in_"):
         shape = (estimator.n_features_in_,)  # fitted before sample_shape_ existed
 
     def plain(value):
         if value is None:
-            return None
+            raise ValueError(
+                f"sample_shape_={shape!r}: the shape of the samples this ensemble was fitted "
+                "on is unknown (a torch Dataset whose samples are not arrays or tensors), so "
+                "it cannot be saved without pickle: load_ensemble checks the module against "
+                "inputs of the saved shape. Fit on a Dataset returning tensors, or use "
+                "joblib.dump."
+            )
         if isinstance(value, dict):
             if not all(isinstance(key, str) for key in value):
                 raise ValueError(f"sample_shape_={shape!r} has input names that are not "
@@ -693,17 +704,15 @@ _MAX_SAMPLE_NDIM = 32
 
 
 def _check_sample_shape(check, shape, field):
-    """null, a list of sizes (a tuple), or an object of these by input name (a dict)."""
-    if shape is None:
-        return None
+    """A list of sizes (a tuple), or an object of these by input name (a dict)."""
     if isinstance(shape, dict):
         if not shape:
             check.fail(field, "must name at least one input; got an empty object.")
         return {key: _check_sample_shape(check, value, f"{field}.{key}")
                 for key, value in shape.items()}
     if type(shape) is not list:
-        check.fail(field, "must be an array of sizes, an object of them by input name, or "
-                          f"null; got {_json_kind(shape)}.")
+        check.fail(field, "must be an array of sizes or an object of them by input name; got "
+                          f"{_json_kind(shape)}.")
     if len(shape) > _MAX_SAMPLE_NDIM or any(
             type(size) is not int or not 0 <= size <= 2**31 - 1 for size in shape):
         check.fail(field, f"must hold at most {_MAX_SAMPLE_NDIM} sizes, each an integer in "
@@ -957,17 +966,9 @@ _MAX_MIXED_INPUTS = 4
 
 
 def _shape_leaves(shape):
-    """The per-input shapes of a sample shape, in order; None if any is unknown."""
-    if shape is None:
-        return None
+    """The per-input shapes of a sample shape, in order."""
     if isinstance(shape, dict):
-        leaves = []
-        for value in shape.values():
-            inner = _shape_leaves(value)
-            if inner is None:
-                return None
-            leaves.extend(inner)
-        return leaves
+        return [leaf for value in shape.values() for leaf in _shape_leaves(value)]
     return [shape]
 
 
@@ -986,11 +987,10 @@ class _Probes:
     is refused. Other inputs (``fitted.sample_shape_``: N-D arrays, dicts of
     arrays) may hold integers (token ids), and the file does not say which:
     each input is probed with float32 zeros, then int64 zeros (every mix for a
-    dict of up to 4 inputs). A module that runs on none of them, or samples of
-    unknown shape (null: a torch Dataset whose items are not arrays), or too
-    large to build for real, are not probed: the caller loads without the
-    check, with a warning (the shape is checked again against the inputs of
-    every ``predict``).
+    dict of up to 4 inputs). A module that runs on none of them (it may need
+    a bool mask, or lengths above 0), or samples too large to build for real,
+    are not probed: the caller loads without the check, with a warning (the
+    shape is checked again against the inputs of every ``predict``).
     """
 
     def __init__(self, spec):
@@ -1005,16 +1005,13 @@ class _Probes:
             self.shape = fitted["sample_shape_"]
         self.field = "fitted.n_features_in_" if self.rows else "fitted.sample_shape_"
         leaves = _shape_leaves(self.shape)
-        self.known = leaves is not None
-        if not self.known:
-            self.combos = []
-        elif self.rows:
+        if self.rows:
             self.combos = [(torch.float32,)]
         elif len(leaves) <= _MAX_MIXED_INPUTS:
             self.combos = list(itertools.product(_PROBE_DTYPES, repeat=len(leaves)))
         else:
             self.combos = [(dtype,) * len(leaves) for dtype in _PROBE_DTYPES]
-        self.n_elements = sum(math.prod(dims) for dims in leaves) if self.known else 0
+        self.n_elements = sum(math.prod(dims) for dims in leaves)
         self.itemsize = 4 if self.rows else 8  # int64 probes are twice as large
         self.working = None  # the dtypes the module last ran on
 
@@ -1201,10 +1198,7 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     if meta_width is None or nll:
         # Real inputs through the real module: no bigger than the weights file.
         budget = max(_regular_file(weights_path).st_size, _PROBE_MIN_BUDGET)
-        if not probes.known:
-            unchecked = (f"{probes.field} is null: the samples' shape is unknown (a torch "
-                         "Dataset whose items are not arrays)")
-        elif probes.too_large(budget):
+        if probes.too_large(budget):
             if probes.rows:
                 raise _refuse(meta_path, probes.field,
                               f"is {probes.shape[0]}: rows that wide cannot be checked "

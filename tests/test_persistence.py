@@ -290,7 +290,7 @@ REFUSED = {
     "sample shape of images for rows": (set_at("fitted.sample_shape_", [1, 2, 3]),
                                         r"fitted\.sample_shape_ is \[1, 2, 3\], but"),
     "unknown sample shape for rows": (set_at("fitted.sample_shape_", None),
-                                      r"fitted\.sample_shape_ is None, but"),
+                                      r"fitted\.sample_shape_ must be an array of sizes"),
     "negative sample size": (set_at("fitted.sample_shape_", [-6]),
                              r"fitted\.sample_shape_ must hold at most 32 sizes"),
     "sample sizes as strings": (set_at("fitted.sample_shape_", ["6"]),
@@ -591,16 +591,19 @@ def test_a_sample_shape_no_probe_runs_on_loads_with_a_warning_and_predict_refuse
         loaded.predict_proba(X)
 
 
-def test_an_unknown_sample_shape_loads_with_a_warning(nd_saved, tmp_path):
-    # A torch Dataset whose items are not arrays leaves sample_shape_ None: saved, and
-    # loaded without the probes.
-    directory, estimator, X, module = nd_saved["images"]
-    target = edited(directory, tmp_path, set_at("fitted.sample_shape_", None))
-    with pytest.warns(UserWarning, match=r"fitted\.sample_shape_ is null: the samples' shape "
-                                         r"is unknown .*without checking its output width"):
-        loaded = load_ensemble(target, modules=[module])
-    assert loaded.sample_shape_ is None
-    np.testing.assert_array_equal(loaded.predict_proba(X), estimator.predict_proba(X))
+def test_an_unknown_sample_shape_is_neither_saved_nor_loaded(nd_saved, tmp_path, monkeypatch):
+    # A torch Dataset whose samples are not arrays leaves sample_shape_ None: no probe
+    # could be built, and a file saying so would skip the checks of any file.
+    directory, estimator, _, module = nd_saved["images"]
+    monkeypatch.setattr(estimator, "sample_shape_", None)
+    with pytest.raises(ValueError, match=r"sample_shape_=None: the shape of the samples .* "
+                                         r"is unknown .*Fit on a Dataset returning tensors"):
+        save_ensemble(estimator, tmp_path / "unknown")
+    for shape in (None, {"X": None}):
+        with pytest.raises(InvalidEnsembleFile, match=r"fitted\.sample_shape_(\.X)? must be an "
+                                                      r"array of sizes or an object"):
+            load_ensemble(edited(directory, tmp_path / str(shape is None),
+                                 set_at("fitted.sample_shape_", shape)), modules=[module])
 
 
 def test_a_dataset_fit_saves_its_sample_shape(tmp_path):
