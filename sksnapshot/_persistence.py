@@ -178,10 +178,13 @@ def save_ensemble(estimator, path):
     """Save a fitted snapshot ensemble to a directory, without pickle.
 
     Writes ``weights.safetensors`` (every snapshot and, with
-    ``combine="weights"``, the averaged model) and ``metadata.json`` (classes,
-    feature names, chosen members and weights, the module's class name and
-    constructor arguments, the training history and library versions). The
-    estimator's ``checkpoint_dir`` is not saved: it is a path on this machine.
+    ``combine="weights"``, the averaged model) and ``metadata.json`` (format
+    2: classes, the per-sample shape ``sample_shape_`` and, for 2-D inputs,
+    ``n_features_in_`` and feature names, chosen members and weights, the
+    snapshots' epochs and optimizer steps, the module's class name and
+    constructor arguments, the training history and library versions; a
+    classifier's ``temperature_`` where it has one). The estimator's
+    ``checkpoint_dir`` is not saved: it is a path on this machine.
 
     Parameters
     ----------
@@ -190,7 +193,11 @@ def save_ensemble(estimator, path):
         with ``predict_nonlinearity="auto"`` and ``CrossEntropyLoss`` or
         ``NLLLoss`` (classifier; with ``NLLLoss`` the module returns
         probabilities, as skorch expects), ``MSELoss`` or
-        :class:`GaussianNLLCriterion` (regressor).
+        :class:`GaussianNLLCriterion` (regressor). Fitted on 2-D rows, N-D
+        arrays (images, sequences), dicts of arrays (input names are
+        strings) or a torch Dataset whose samples are arrays or tensors; not
+        on a Dataset whose samples have no shape (``sample_shape_`` None),
+        which the loader could not check: use ``joblib.dump`` for those.
     path : str or path-like
         Directory to write; created if missing.
 
@@ -1093,8 +1100,25 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     ``metadata.json`` (exact keys and types; members, weights, classes and the
     other fitted attributes consistent with each other), then the tensors'
     names, shapes and dtypes as the safetensors header states them against
-    the module built on PyTorch's ``meta`` device (no memory), then their
-    values (finite). Only then is the module built for real.
+    the module built on PyTorch's ``meta`` device (no memory), and the
+    module's output width on probe inputs of the saved ``sample_shape_``,
+    then their values (finite). Only then is the module built for real.
+
+    Probe inputs are two samples of zeros of ``sample_shape_`` (a dict of
+    them for a multi-input module). Rows of 2-D inputs are float32, as
+    ``fit`` made them, and a module failing on them is refused. The dtypes
+    of other inputs are not saved (``fit`` keeps integers, e.g. token ids):
+    each is probed as float32, then int64. Where the module runs on none of
+    these even outside the ``meta`` device (it may need a bool mask, or
+    lengths above 0), or the probes would be larger than the weights file
+    (and 1 MiB), the file loads with a warning and without that check;
+    ``predict`` still refuses inputs of another shape than ``sample_shape_``.
+
+    Files of format 1 (sksnapshot before ``sample_shape_`` was saved: 2-D
+    inputs only) load with ``sample_shape_=(n_features_in_,)``,
+    ``n_iter_planned_=n_iter_`` and ``snapshot_iterations_`` the schedule's
+    planned cycle ends (exact when every cycle left a snapshot; otherwise
+    those of equal cycles, with a warning).
 
     What a file cannot do:
 
@@ -1150,7 +1174,8 @@ def load_ensemble(path, *, modules=(), device="cpu"):
         For harmless deviations, loaded anyway: a ``checkpoint_dir`` in the
         file (ignored), a callable schedule that could not be saved ("cosine"
         for re-fitting), an estimator setting missing from ``params`` (its
-        default).
+        default), a module that no probe input runs on (see above), the
+        approximate snapshot steps of a format 1 file.
     """
     allowed = {}
     for cls in (MLPModule, MLPRegressorModule, *modules):
