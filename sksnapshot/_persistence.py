@@ -13,6 +13,7 @@ naming the file and the field.
 """
 
 import inspect
+import itertools
 import json
 import math
 import os
@@ -35,11 +36,16 @@ from skorch.history import History
 
 from ._data import torch_seed
 from ._modules import GaussianNLLCriterion, MLPModule, MLPRegressorModule
+from ._schedules import SCHEDULES, snapshot_iterations
 from ._version import __version__
 
 __all__ = ["InvalidEnsembleFile", "save_ensemble", "load_ensemble"]
 
-FORMAT_VERSION = 1
+#: Version 2 added ``sample_shape_``, ``snapshot_iterations_``, ``n_iter_planned_``
+#: and ``temperature_`` and made ``n_features_in_`` optional (2-D inputs only).
+#: Version 1 files still load (see :func:`load_ensemble`).
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _WEIGHTS, _METADATA = "weights.safetensors", "metadata.json"
 #: ``metadata.json`` larger than this is refused unread.
 METADATA_MAX_BYTES = 64 * 2**20
@@ -127,14 +133,58 @@ def _estimator_kinds():
     }
 
 
+def _saved_sample_shape(estimator):
+    """``sample_shape_`` as JSON: a list of sizes, or an object of them by input name.
+
+    An unknown shape (None: a torch Dataset whose samples are not arrays or
+    tensors) is refused: the loader could not run the module on inputs of the
+    saved shape, and a file saying "unknown" would let anyone skip that check.
+    """
+    shape = getattr(estimator, "sample_shape_", None)
+    if shape is None and hasattr(estimator, "n_features_in_"):
+        shape = (estimator.n_features_in_,)  # fitted before sample_shape_ existed
+
+    def plain(value):
+        if value is None:
+            raise ValueError(
+                f"sample_shape_={shape!r}: the shape of the samples this ensemble was fitted "
+                "on is unknown (a torch Dataset whose samples are not arrays or tensors), so "
+                "it cannot be saved without pickle: load_ensemble checks the module against "
+                "inputs of the saved shape. Fit on a Dataset returning tensors, or use "
+                "joblib.dump."
+            )
+        if isinstance(value, dict):
+            if not all(isinstance(key, str) for key in value):
+                raise ValueError(f"sample_shape_={shape!r} has input names that are not "
+                                 "strings; only string names can be saved without pickle "
+                                 "(and passed to a module's forward). Use joblib.dump.")
+            return {key: plain(item) for key, item in value.items()}
+        return [int(size) for size in value]
+
+    return plain(shape)
+
+
+def _saved_temperature(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"temperature_={value!r} cannot be saved: it must be a finite "
+                         "number above 0, or None.")
+    return float(value)
+
+
 def save_ensemble(estimator, path):
     """Save a fitted snapshot ensemble to a directory, without pickle.
 
     Writes ``weights.safetensors`` (every snapshot and, with
-    ``combine="weights"``, the averaged model) and ``metadata.json`` (classes,
-    feature names, chosen members and weights, the module's class name and
-    constructor arguments, the training history and library versions). The
-    estimator's ``checkpoint_dir`` is not saved: it is a path on this machine.
+    ``combine="weights"``, the averaged model) and ``metadata.json`` (format
+    2: classes, the per-sample shape ``sample_shape_`` and, for 2-D inputs,
+    ``n_features_in_`` and feature names, chosen members and weights, the
+    snapshots' epochs and optimizer steps, the module's class name and
+    constructor arguments, the training history and library versions; a
+    classifier's ``temperature_`` where it has one). The estimator's
+    ``checkpoint_dir`` is not saved: it is a path on this machine.
 
     Parameters
     ----------
@@ -143,7 +193,11 @@ def save_ensemble(estimator, path):
         with ``predict_nonlinearity="auto"`` and ``CrossEntropyLoss`` or
         ``NLLLoss`` (classifier; with ``NLLLoss`` the module returns
         probabilities, as skorch expects), ``MSELoss`` or
-        :class:`GaussianNLLCriterion` (regressor).
+        :class:`GaussianNLLCriterion` (regressor). Fitted on 2-D rows, N-D
+        arrays (images, sequences), dicts of arrays (input names are
+        strings) or a torch Dataset whose samples are arrays or tensors; not
+        on a Dataset whose samples have no shape (``sample_shape_`` None),
+        which the loader could not check: use ``joblib.dump`` for those.
     path : str or path-like
         Directory to write; created if missing.
 
@@ -190,19 +244,25 @@ def save_ensemble(estimator, path):
     net_params = {k: v for k, v in net.get_params(deep=False).items()
                   if k.startswith("module__") or k in _NET_PARAMS}
     fitted = {name: getattr(estimator, name)
-              for name in ("members_", "weights_", "feature_names_in_", "disagreement_")
+              for name in ("members_", "weights_", "n_features_in_", "feature_names_in_",
+                           "disagreement_")
               if hasattr(estimator, name)}
     if hasattr(estimator, "classes_"):
         fitted["classes_"] = {"values": estimator.classes_.tolist(),
                               "dtype": estimator.classes_.dtype.str}
+        if hasattr(estimator, "temperature_"):
+            fitted["temperature_"] = _saved_temperature(estimator.temperature_)
     else:
+        # The regressor's own record of 1-D targets, read across modules (issue 12).
         fitted.update(n_outputs_=estimator.n_outputs_, gaussian_=estimator.gaussian_,
                       single_output=estimator._single_output)
     fitted.update(
-        n_features_in_=estimator.n_features_in_,
+        sample_shape_=_saved_sample_shape(estimator),
         snapshot_epochs_=estimator.snapshot_epochs_,
+        snapshot_iterations_=estimator.snapshot_iterations_,
         divergences_=estimator.divergences_,
         n_iter_=estimator.n_iter_,
+        n_iter_planned_=estimator.n_iter_planned_,
         validation_scores_=estimator.validation_scores_,
     )
     metadata = {
@@ -498,14 +558,27 @@ def _check_params(check, metadata, estimator_class):
     return params
 
 
-def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history):
-    """The fitted attributes, each consistent with the others."""
-    common = ("members_", "weights_", "n_features_in_", "snapshot_epochs_", "divergences_",
-              "n_iter_", "validation_scores_")
+def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history, version, params):
+    """The fitted attributes, each consistent with the others.
+
+    A format 1 file has neither ``sample_shape_``, ``snapshot_iterations_``
+    nor ``n_iter_planned_`` (and always ``n_features_in_``): they get
+    defaults, see :func:`_v1_defaults`.
+    """
     is_classifier = kind == "SnapshotEnsembleClassifier"
     own = (("classes_", "disagreement_") if is_classifier
            else ("n_outputs_", "gaussian_", "single_output"))
-    check.obj(fitted, "fitted", common + own, optional=("feature_names_in_",))
+    if version == 1:
+        common = ("members_", "weights_", "n_features_in_", "snapshot_epochs_",
+                  "divergences_", "n_iter_", "validation_scores_")
+        optional = ("feature_names_in_",)
+    else:
+        common = ("members_", "weights_", "sample_shape_", "snapshot_epochs_",
+                  "snapshot_iterations_", "divergences_", "n_iter_", "n_iter_planned_",
+                  "validation_scores_")
+        optional = ("n_features_in_", "feature_names_in_") + (
+            ("temperature_",) if is_classifier else ())
+    check.obj(fitted, "fitted", common + own, optional=optional)
 
     members = check.array(fitted["members_"], "fitted.members_", min_length=1)
     if (any(type(m) is not int for m in members) or members != sorted(set(members))
@@ -518,8 +591,13 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history):
             or abs(math.fsum(weights) - 1) > 1e-6):
         check.fail("fitted.weights_", "must be finite, non-negative and sum to 1 (one weight "
                                       f"per member); got {_short(weights)}.")
-    n_features = check.integer(fitted["n_features_in_"], "fitted.n_features_in_", 1)
+    n_features = None
+    if "n_features_in_" in fitted:
+        n_features = check.integer(fitted["n_features_in_"], "fitted.n_features_in_", 1)
     if "feature_names_in_" in fitted:
+        if n_features is None:
+            check.fail("fitted.feature_names_in_", "needs fitted.n_features_in_ (feature "
+                                                   "names describe 2-D inputs only).")
         names = check.array(fitted["feature_names_in_"], "fitted.feature_names_in_",
                             length=n_features)
         for i, name in enumerate(names):
@@ -539,7 +617,30 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history):
         check.string(entry["loss"], f"{field}.loss")
         check.number(entry["lr_scale_before"], f"{field}.lr_scale_before", 0)
         check.number(entry["lr_scale_after"], f"{field}.lr_scale_after", 0)
-    check.integer(fitted["n_iter_"], "fitted.n_iter_", 0)
+    n_iter = check.integer(fitted["n_iter_"], "fitted.n_iter_", 0)
+    if version == 1:
+        sample_shape, steps, n_iter_planned = _v1_defaults(check, n_features, n_iter,
+                                                           n_snapshots, params)
+    else:
+        sample_shape = _check_sample_shape(check, fitted["sample_shape_"],
+                                           "fitted.sample_shape_")
+        n_iter_planned = check.integer(fitted["n_iter_planned_"], "fitted.n_iter_planned_", 1)
+        steps = check.array(fitted["snapshot_iterations_"], "fitted.snapshot_iterations_",
+                            length=n_snapshots)
+        if (any(type(t) is not int for t in steps)
+                or any(a >= b for a, b in zip(steps, steps[1:]))
+                or steps[0] < 0 or steps[-1] >= n_iter):
+            check.fail("fitted.snapshot_iterations_",
+                       "must be strictly increasing (0-based) optimizer steps in "
+                       f"[0, {n_iter}) (fitted.n_iter_ steps were taken), one per snapshot; "
+                       f"got {_short(steps)}.")
+        # Not n_iter_planned_ >= n_iter_: a DataLoader longer than its len() trains past
+        # the plan. Every snapshot is taken at a planned cycle end, though.
+        if steps[-1] >= n_iter_planned:
+            check.fail("fitted.n_iter_planned_",
+                       f"is {n_iter_planned}, but fitted.snapshot_iterations_ has a snapshot "
+                       f"after step {steps[-1]}: every snapshot ends a planned cycle, so "
+                       "fewer steps cannot have been planned.")
 
     if is_classifier:
         scores = ("accuracy", "log_loss")
@@ -558,13 +659,17 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history):
 
     out = {"members_": np.asarray(members, dtype=np.intp),
            "weights_": np.asarray(weights, dtype=np.float64),
-           "n_features_in_": n_features,
+           "sample_shape_": sample_shape,
            "snapshot_epochs_": list(epochs),
+           "snapshot_iterations_": [int(t) for t in steps],
            "divergences_": fitted["divergences_"],
-           "n_iter_": fitted["n_iter_"],
+           "n_iter_": n_iter,
+           "n_iter_planned_": n_iter_planned,
            "validation_scores_": None if validation is None
            else {name: np.asarray(values, dtype=np.float64)
                  for name, values in validation.items()}}
+    if n_features is not None:
+        out["n_features_in_"] = n_features
     if "feature_names_in_" in fitted:
         out["feature_names_in_"] = np.asarray(fitted["feature_names_in_"], dtype=object)
     if is_classifier:
@@ -581,6 +686,15 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history):
                     check.fail(f"fitted.disagreement_[{i}]", "must hold fractions in [0, 1].")
             disagreement = np.asarray(rows, dtype=np.float64)
         out["disagreement_"] = disagreement
+        if "temperature_" in fitted:
+            temperature = fitted["temperature_"]
+            if temperature is not None:
+                check.number(temperature, "fitted.temperature_")
+                if not temperature > 0:
+                    check.fail("fitted.temperature_", "must be a finite number above 0, or "
+                                                      f"null; got {_short(temperature)}.")
+                temperature = float(temperature)
+            out["temperature_"] = temperature
     else:
         out["n_outputs_"] = check.integer(fitted["n_outputs_"], "fitted.n_outputs_", 1)
         out["gaussian_"] = fitted["gaussian_"]
@@ -590,6 +704,61 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history):
                                                f"{out['n_outputs_']}.")
         out["single_output"] = single
     return out
+
+
+#: At most this many dimensions per sample (torch allows 64).
+_MAX_SAMPLE_NDIM = 32
+
+
+def _check_sample_shape(check, shape, field):
+    """A list of sizes (a tuple), or an object of these by input name (a dict)."""
+    if isinstance(shape, dict):
+        if not shape:
+            check.fail(field, "must name at least one input; got an empty object.")
+        return {key: _check_sample_shape(check, value, f"{field}.{key}")
+                for key, value in shape.items()}
+    if type(shape) is not list:
+        check.fail(field, "must be an array of sizes or an object of them by input name; got "
+                          f"{_json_kind(shape)}.")
+    if len(shape) > _MAX_SAMPLE_NDIM or any(
+            type(size) is not int or not 0 <= size <= 2**31 - 1 for size in shape):
+        check.fail(field, f"must hold at most {_MAX_SAMPLE_NDIM} sizes, each an integer in "
+                          f"[0, 2147483647]; got {_short(shape)}.")
+    return tuple(shape)
+
+
+def _plain_shape(shape):
+    """A sample shape as the file spells it (lists), for messages."""
+    if isinstance(shape, dict):
+        return {key: _plain_shape(value) for key, value in shape.items()}
+    return None if shape is None else list(shape)
+
+
+def _v1_defaults(check, n_features, n_iter, n_snapshots, params):
+    """(sample_shape_, snapshot_iterations_, n_iter_planned_) for a format 1 file.
+
+    Format 1 saved 2-D inputs only: samples are rows of ``n_features_in_``. The
+    snapshot steps are the planned cycle ends of the saved schedule when every
+    cycle left a snapshot (then exact); otherwise (an interrupted fit, cycles
+    dropped after a divergence) the ends of ``n_snapshots`` equal cycles, with
+    a warning. The planned steps are the steps taken.
+    """
+    if n_iter < n_snapshots:
+        check.fail("fitted.n_iter_", f"is {n_iter}, fewer optimizer steps than the "
+                                     f"{n_snapshots} snapshots taken after one each.")
+    steps = None
+    if params["n_snapshots"] == n_snapshots:
+        try:
+            steps = SCHEDULES[params["schedule"]][1](n_iter, n_snapshots)
+        except (KeyError, ValueError):
+            steps = None
+    if steps is None:
+        steps = snapshot_iterations(n_iter, n_snapshots)
+        warnings.warn(f"{check.path}: format 1 files do not record the step of each "
+                      "snapshot, and not every planned cycle left one; the loaded "
+                      "snapshot_iterations_ are those of equal cycles, an approximation.",
+                      UserWarning, stacklevel=5)
+    return (n_features,), steps.tolist(), n_iter
 
 
 def _check_classes(check, classes):
@@ -628,11 +797,14 @@ def _check_metadata(path, metadata, allowed):
     check = _Checker(path)
     top = ("format_version", "estimator", "versions", "params", "module", "criterion",
            "net_params", "fitted", "n_snapshots", "averaged", "history")
-    if isinstance(metadata, dict) and "format_version" in metadata \
-            and metadata["format_version"] != FORMAT_VERSION:
+    if isinstance(metadata, dict) and "format_version" in metadata and (
+            type(metadata["format_version"]) is not int
+            or metadata["format_version"] not in _READABLE_VERSIONS):
         check.fail("format_version", f"is {_short(metadata['format_version'])}; this version of "
-                                     f"sksnapshot reads format {FORMAT_VERSION} only.")
+                                     "sksnapshot reads formats "
+                                     f"{' and '.join(map(str, _READABLE_VERSIONS))} only.")
     check.obj(metadata, "", top)
+    version = metadata["format_version"]
     kinds = _estimator_kinds()
     estimator_class, default_net, criteria = kinds[check.string(
         metadata["estimator"], "estimator", set(kinds))]
@@ -688,11 +860,21 @@ def _check_metadata(path, metadata, allowed):
                                f"must be a JSON object; got {_json_kind(batch)}.")
     params = _check_params(check, metadata, estimator_class)
     fitted = _check_fitted(check, metadata["fitted"], metadata["estimator"], criterion,
-                           n_snapshots, len(history))
-    if builtin and module_kwargs["n_features"] != fitted["n_features_in_"]:
-        check.fail("fitted.n_features_in_", f"is {fitted['n_features_in_']}, but the module "
+                           n_snapshots, len(history), version, params)
+    n_features, shape = fitted.get("n_features_in_"), fitted["sample_shape_"]
+    if builtin and n_features is not None and module_kwargs["n_features"] != n_features:
+        check.fail("fitted.n_features_in_", f"is {n_features}, but the module "
                                             f"takes {module_kwargs['n_features']} features "
                                             "(net_params.module__n_features).")
+    if n_features is not None and shape != (n_features,):
+        check.fail("fitted.sample_shape_", f"is {_short(_plain_shape(shape))}, but "
+                                           f"fitted.n_features_in_ is {n_features}: 2-D rows "
+                                           f"have samples of shape [{n_features}].")
+    if builtin and isinstance(shape, tuple) and shape != (module_kwargs["n_features"],):
+        check.fail("fitted.sample_shape_", f"is {_short(list(shape))}, but "
+                                           f"{name} takes rows of "
+                                           f"{module_kwargs['n_features']} features "
+                                           "(net_params.module__n_features).")
     if estimator_class.__name__ == "SnapshotEnsembleRegressor" and module is MLPRegressorModule:
         if module_kwargs.get("gaussian", False) != fitted["gaussian_"]:
             check.fail("net_params.module__gaussian", "must equal fitted.gaussian_.")
@@ -780,19 +962,135 @@ def _load_tensors(weights_path, spec, keys):
     return states[:spec["n_snapshots"]], (states[-1] if spec["averaged"] else None)
 
 
-def _check_returns_probabilities(path, module, n_features, device):
-    """With NLLLoss nothing turns outputs into probabilities: the module must."""
-    rows = torch.cat([torch.zeros(1, n_features),
-                      torch.randn(4, n_features, generator=torch.Generator().manual_seed(0))])
-    module.eval()
+#: Probe inputs (zeros) of at most this many bytes are built for any module;
+#: beyond it, no bigger than the weights file.
+_PROBE_MIN_BUDGET = 2**20
+#: The dtypes each input of unknown dtype is probed with: floats become float32
+#: in fit, integers (token ids for an embedding) are kept.
+_PROBE_DTYPES = (torch.float32, torch.int64)
+#: Dicts of at most this many inputs are probed with every mix of dtypes.
+_MAX_MIXED_INPUTS = 4
+
+
+def _shape_leaves(shape):
+    """The per-input shapes of a sample shape, in order."""
+    if isinstance(shape, dict):
+        return [leaf for value in shape.values() for leaf in _shape_leaves(value)]
+    return [shape]
+
+
+def _output_of(module, x):
+    """The module's output for ``x`` as skorch's ``infer`` calls it (a dict as keywords)."""
     with torch.no_grad():
-        out = module(rows.to(device))
-    out = (out[0] if isinstance(out, (tuple, list)) else out).double().cpu()
-    if not (bool(torch.isfinite(out).all()) and bool((out >= 0).all())
-            and float((out.sum(dim=1) - 1).abs().max()) < 1e-4):
-        raise _refuse(path, "criterion", "is NLLLoss, so the module must return probabilities "
-                                         "(skorch applies no softmax), but its outputs are not "
-                                         "distributions.")
+        out = module(**x) if isinstance(x, dict) else module(x)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class _Probes:
+    """Inputs of the saved per-sample shape, to run the module on before trusting a file.
+
+    Rows of 2-D inputs (``fitted.n_features_in_``, or the library's own
+    modules) are float32, as ``fit`` made them: a module that fails on them
+    is refused. Other inputs (``fitted.sample_shape_``: N-D arrays, dicts of
+    arrays) may hold integers (token ids), and the file does not say which:
+    each input is probed with float32 zeros, then int64 zeros (every mix for a
+    dict of up to 4 inputs). A module that runs on none of them (it may need
+    a bool mask, or lengths above 0), or samples too large to build for real,
+    are not probed: the caller loads without the check, with a warning (the
+    shape is checked again against the inputs of every ``predict``).
+    """
+
+    def __init__(self, spec):
+        fitted = spec["fitted"]
+        self.rows = spec["module"] in (MLPModule, MLPRegressorModule) \
+            or "n_features_in_" in fitted
+        if spec["module"] in (MLPModule, MLPRegressorModule):
+            self.shape = (spec["module_kwargs"]["n_features"],)
+        elif self.rows:
+            self.shape = (fitted["n_features_in_"],)
+        else:
+            self.shape = fitted["sample_shape_"]
+        self.field = "fitted.n_features_in_" if self.rows else "fitted.sample_shape_"
+        leaves = _shape_leaves(self.shape)
+        if self.rows:
+            self.combos = [(torch.float32,)]
+        elif len(leaves) <= _MAX_MIXED_INPUTS:
+            self.combos = list(itertools.product(_PROBE_DTYPES, repeat=len(leaves)))
+        else:
+            self.combos = [(dtype,) * len(leaves) for dtype in _PROBE_DTYPES]
+        self.n_elements = sum(math.prod(dims) for dims in leaves)
+        self.itemsize = 4 if self.rows else 8  # int64 probes are twice as large
+        self.working = None  # the dtypes the module last ran on
+
+    def describe(self):
+        if self.rows:
+            return f"{self.field} is {self.shape[0]}"
+        return f"{self.field} is {_short(_plain_shape(self.shape))}"
+
+    def build(self, dtypes, make):
+        """The probe input: ``make(dims, dtype)`` for each input, in the shape's structure."""
+        dtypes = iter(dtypes)
+
+        def one(shape):
+            if isinstance(shape, dict):
+                return {key: one(value) for key, value in shape.items()}
+            return make(shape, next(dtypes))
+
+        return one(self.shape)
+
+    def _ordered(self):
+        return ([self.working] if self.working else []) + [
+            combo for combo in self.combos if combo != self.working]
+
+    def meta_width(self, module):
+        """The output width on the meta device (no memory), or None where it cannot run."""
+        for combo in self.combos:
+            try:
+                out = _output_of(module, self.build(
+                    combo, lambda dims, dtype: torch.empty((2, *dims), dtype=dtype,
+                                                           device="meta")))
+            except Exception:  # not every module runs on meta; checked for real below
+                continue
+            width = _output_width(out)
+            if width is not None:
+                self.working = combo
+                return width
+        return None
+
+    def too_large(self, budget):
+        return 5 * self.itemsize * self.n_elements > budget
+
+    def run(self, module, make):
+        """(output, None) on the first dtypes the module runs on, or (None, the last error)."""
+        error = None
+        for combo in self._ordered():
+            try:
+                out = _output_of(module, self.build(combo, make))
+            except Exception as exc:  # the caller's module, the file's shape
+                error = exc
+                continue
+            self.working = combo
+            return out, None
+        return None, error
+
+
+def _probability_rows(device):
+    """Probe samples for the probabilities check: a zero and four random ones (floats)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def make(dims, dtype):
+        if not dtype.is_floating_point:  # token ids: only 0 is a valid id for sure
+            return torch.zeros((5, *dims), dtype=dtype, device=device)
+        return torch.cat([torch.zeros((1, *dims), dtype=dtype),
+                          torch.randn((4, *dims), generator=generator, dtype=dtype)]).to(device)
+
+    return make
+
+
+def _are_distributions(out):
+    out = out.double().cpu()
+    return (out.ndim == 2 and bool(torch.isfinite(out).all()) and bool((out >= 0).all())
+            and float((out.sum(dim=1) - 1).abs().max()) < 1e-4)
 
 
 def load_ensemble(path, *, modules=(), device="cpu"):
@@ -802,8 +1100,25 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     ``metadata.json`` (exact keys and types; members, weights, classes and the
     other fitted attributes consistent with each other), then the tensors'
     names, shapes and dtypes as the safetensors header states them against
-    the module built on PyTorch's ``meta`` device (no memory), then their
-    values (finite). Only then is the module built for real.
+    the module built on PyTorch's ``meta`` device (no memory), and the
+    module's output width on probe inputs of the saved ``sample_shape_``,
+    then their values (finite). Only then is the module built for real.
+
+    Probe inputs are two samples of zeros of ``sample_shape_`` (a dict of
+    them for a multi-input module). Rows of 2-D inputs are float32, as
+    ``fit`` made them, and a module failing on them is refused. The dtypes
+    of other inputs are not saved (``fit`` keeps integers, e.g. token ids):
+    each is probed as float32, then int64. Where the module runs on none of
+    these even outside the ``meta`` device (it may need a bool mask, or
+    lengths above 0), or the probes would be larger than the weights file
+    (and 1 MiB), the file loads with a warning and without that check;
+    ``predict`` still refuses inputs of another shape than ``sample_shape_``.
+
+    Files of format 1 (sksnapshot before ``sample_shape_`` was saved: 2-D
+    inputs only) load with ``sample_shape_=(n_features_in_,)``,
+    ``n_iter_planned_=n_iter_`` and ``snapshot_iterations_`` the schedule's
+    planned cycle ends (exact when every cycle left a snapshot; otherwise
+    those of equal cycles, with a warning).
 
     What a file cannot do:
 
@@ -859,7 +1174,8 @@ def load_ensemble(path, *, modules=(), device="cpu"):
         For harmless deviations, loaded anyway: a ``checkpoint_dir`` in the
         file (ignored), a callable schedule that could not be saved ("cosine"
         for re-fitting), an estimator setting missing from ``params`` (its
-        default).
+        default), a module that no probe input runs on (see above), the
+        approximate snapshot steps of a format 1 file.
     """
     allowed = {}
     for cls in (MLPModule, MLPRegressorModule, *modules):
@@ -888,13 +1204,9 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     else:
         width = fitted["n_outputs_"] * (2 if fitted["gaussian_"] else 1)
         field, reason = "fitted.n_outputs_", f"asks for {width} outputs per row"
+    probes = _Probes(spec)
     meta.eval()
-    try:
-        with torch.no_grad():
-            meta_width = _output_width(meta(torch.empty((2, fitted["n_features_in_"]),
-                                                        device="meta")))
-    except Exception:  # not every module runs on meta; checked for real below
-        meta_width = None
+    meta_width = probes.meta_width(meta)
     if meta_width is not None and meta_width != width:
         raise _refuse(meta_path, field, f"{reason}, but the module its tensors describe "
                                         f"returns {meta_width} values per row.")
@@ -906,29 +1218,56 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     with torch_seed(0):  # initialising draws random weights; keep the caller's RNG intact
         net_ = clone(net).initialize()
     net_.module_.load_state_dict(snapshots[-1])
-    if meta_width is None or spec["criterion"] is torch.nn.NLLLoss:
-        # Real rows through the real module: no bigger than the weights file.
-        budget = max(_regular_file(weights_path).st_size, 2**20)
-        if 5 * 4 * fitted["n_features_in_"] > budget:
-            raise _refuse(meta_path, "fitted.n_features_in_",
-                          f"is {fitted['n_features_in_']}: rows that wide cannot be checked "
-                          f"against a module this small ({budget} bytes).")
-    if meta_width is None:
-        module = net_.module_
-        module.eval()
-        try:
-            with torch.no_grad():
-                real_width = _output_width(module(torch.zeros((2, fitted["n_features_in_"]),
-                                                              device=device)))
-        except Exception as exc:
-            raise _refuse(meta_path, "fitted.n_features_in_",
-                          f"is {fitted['n_features_in_']}, but the module fails on rows of that "
-                          f"width: {type(exc).__name__}: {_short(str(exc))}") from None
-        if real_width != width:
-            raise _refuse(meta_path, field, f"{reason}, but the module returns "
-                                            f"{real_width} values per row.")
-    if spec["criterion"] is torch.nn.NLLLoss:
-        _check_returns_probabilities(meta_path, net_.module_, fitted["n_features_in_"], device)
+    nll = spec["criterion"] is torch.nn.NLLLoss
+    unchecked = None  # why the module was not run for real, where it had to be
+    if meta_width is None or nll:
+        # Real inputs through the real module: no bigger than the weights file.
+        budget = max(_regular_file(weights_path).st_size, _PROBE_MIN_BUDGET)
+        if probes.too_large(budget):
+            if probes.rows:
+                raise _refuse(meta_path, probes.field,
+                              f"is {probes.shape[0]}: rows that wide cannot be checked "
+                              f"against a module this small ({budget} bytes).")
+            unchecked = (f"{probes.describe()}: probe inputs that large are not built for "
+                         f"a module this small ({budget} bytes)")
+    module = net_.module_
+    module.eval()
+    if meta_width is None and unchecked is None:
+        out, error = probes.run(module, lambda dims, dtype: torch.zeros(
+            (2, *dims), dtype=dtype, device=device))
+        if error is not None and probes.rows:
+            raise _refuse(meta_path, probes.field,
+                          f"is {probes.shape[0]}, but the module fails on rows of that "
+                          f"width: {type(error).__name__}: {_short(str(error))}") from None
+        if error is not None:
+            unchecked = (f"the module fails on zeros of {probes.field} "
+                         f"{_short(_plain_shape(probes.shape))} (each input float32 or "
+                         f"int64): {type(error).__name__}: {_short(str(error))}")
+        else:
+            real_width = _output_width(out)
+            if real_width != width:
+                raise _refuse(meta_path, field, f"{reason}, but the module returns "
+                                                f"{real_width} values per row.")
+    if nll and unchecked is None:
+        out, error = probes.run(module, _probability_rows(device))
+        if error is not None and probes.rows:
+            raise _refuse(meta_path, probes.field,
+                          f"is {probes.shape[0]}, but the module fails on rows of that "
+                          f"width: {type(error).__name__}: {_short(str(error))}") from None
+        if error is not None:
+            unchecked = (f"the module fails on {probes.field} "
+                         f"{_short(_plain_shape(probes.shape))} inputs: "
+                         f"{type(error).__name__}: {_short(str(error))}")
+        elif not _are_distributions(out):
+            raise _refuse(meta_path, "criterion", "is NLLLoss, so the module must return "
+                                                  "probabilities (skorch applies no softmax), "
+                                                  "but its outputs are not distributions.")
+    if unchecked is not None:
+        checks = ("its output width" if meta_width is None else "") + (
+            " and " if meta_width is None and nll else "") + (
+            "that it returns probabilities (criterion NLLLoss)" if nll else "")
+        warnings.warn(f"{meta_path}: {unchecked}; loaded without checking {checks} before "
+                      "predicting.", UserWarning, stacklevel=2)
     net_.history = History(spec["history"])
 
     estimator.snapshots_ = snapshots

@@ -5,6 +5,7 @@ import math
 import os
 import pickle
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -266,7 +267,9 @@ REFUSED = {
     "other estimator kind": (set_at("estimator", "SnapshotEnsembleRegressor"),
                              r"criterion must be one of|fitted\.\w+ is missing"),
     "unknown estimator": (set_at("estimator", "os.system"), r"estimator must be one of"),
-    "newer format": (set_at("format_version", 2), r"format_version is 2; .* reads format 1"),
+    "newer format": (set_at("format_version", 3),
+                     r"format_version is 3; .* reads formats 1 and 2 only"),
+    "boolean format": (set_at("format_version", True), r"format_version is True"),
     "wrong feature count": (lambda metadata: metadata["fitted"].update(
         n_features_in_=5, feature_names_in_=list("abcde")),
         r"fitted\.n_features_in_ is 5, but the module takes 6 features"),
@@ -280,6 +283,54 @@ REFUSED = {
     "snapshot epochs beyond the history": (set_at("fitted.snapshot_epochs_", [2, 4, 60]),
                                            r"fitted\.snapshot_epochs_ must be non-decreasing"),
     "history of strings": (set_at("history", ["epoch 1"]), r"history\[0\] must be a JSON object"),
+    # per-sample shape, snapshot steps, planned steps, temperature (format 2)
+    "sample shape of another width": (set_at("fitted.sample_shape_", [7]),
+                                      r"fitted\.sample_shape_ is \[7\], but fitted\.n_features_in_ "
+                                      r"is 6"),
+    "sample shape of images for rows": (set_at("fitted.sample_shape_", [1, 2, 3]),
+                                        r"fitted\.sample_shape_ is \[1, 2, 3\], but"),
+    "unknown sample shape for rows": (set_at("fitted.sample_shape_", None),
+                                      r"fitted\.sample_shape_ must be an array of sizes"),
+    "negative sample size": (set_at("fitted.sample_shape_", [-6]),
+                             r"fitted\.sample_shape_ must hold at most 32 sizes"),
+    "sample sizes as strings": (set_at("fitted.sample_shape_", ["6"]),
+                                r"fitted\.sample_shape_ must hold"),
+    "sample shape as a string": (set_at("fitted.sample_shape_", "(6,)"),
+                                 r"fitted\.sample_shape_ must be an array of sizes"),
+    "no sample shape": (drop("fitted.sample_shape_"), r"fitted\.sample_shape_ is missing"),
+    "feature names without a width": (drop("fitted.n_features_in_"),
+                                      r"fitted\.feature_names_in_ needs fitted\.n_features_in_"),
+    "snapshot steps reversed": (lambda metadata: metadata["fitted"]["snapshot_iterations_"]
+                                .reverse(), r"fitted\.snapshot_iterations_ must be strictly "
+                                            r"increasing"),
+    "snapshot steps repeated": (lambda metadata: metadata["fitted"].update(
+        snapshot_iterations_=[1, 1, 2]), r"fitted\.snapshot_iterations_ must be strictly"),
+    "snapshot step not taken": (lambda metadata: metadata["fitted"]["snapshot_iterations_"]
+                                .__setitem__(-1, metadata["fitted"]["n_iter_"]),
+                                r"fitted\.snapshot_iterations_ must be .* in \[0, \d+\)"),
+    "fewer snapshot steps than snapshots": (set_at("fitted.snapshot_iterations_", [3]),
+                                            r"fitted\.snapshot_iterations_ must have 3 entries"),
+    "fractional snapshot step": (set_at("fitted.snapshot_iterations_", [1, 2.5, 3]),
+                                 r"fitted\.snapshot_iterations_ must be strictly"),
+    "no snapshot steps": (drop("fitted.snapshot_iterations_"),
+                          r"fitted\.snapshot_iterations_ is missing"),
+    "fewer planned steps than the last snapshot's": (
+        set_at("fitted.n_iter_planned_", 2),
+        r"fitted\.n_iter_planned_ is 2, but fitted\.snapshot_iterations_ has a snapshot after"),
+    "no planned step": (set_at("fitted.n_iter_planned_", 0),
+                        r"fitted\.n_iter_planned_ must be an integer in \[1, inf\]"),
+    "planned steps as a string": (set_at("fitted.n_iter_planned_", "12"),
+                                  r"fitted\.n_iter_planned_ must be an integer"),
+    "zero temperature": (set_at("fitted.temperature_", 0),
+                         r"fitted\.temperature_ must be a finite number above 0"),
+    "negative temperature": (set_at("fitted.temperature_", -1.5),
+                             r"fitted\.temperature_ must be a finite number above 0"),
+    "infinite temperature": (set_at("fitted.temperature_", math.inf),
+                             r"fitted\.temperature_ must be finite"),
+    "temperature as a string": (set_at("fitted.temperature_", "1.5"),
+                                r"fitted\.temperature_ must be a number"),
+    "format 1 with format 2 fields": (set_at("format_version", 1),
+                                      r"fitted\.\w+ is not a field of this format"),
 }
 
 
@@ -391,3 +442,259 @@ def test_nll_loss_loads_only_with_a_module_returning_probabilities(data, tmp_pat
     with pytest.raises(InvalidEnsembleFile, match="criterion is NLLLoss, so the module must "
                                                   "return probabilities"):
         load_ensemble(target, modules=[Wide])
+
+
+# -- N-D arrays, dicts of arrays (format 2) ------------------------------------------
+
+class TinyCNN(torch.nn.Module):
+    """Images of one channel: (N, 1, H, W)."""
+
+    def __init__(self, n_classes, channels=2):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, channels, 3, padding=1)
+        self.head = torch.nn.Linear(channels, n_classes)
+
+    def forward(self, X):
+        return self.head(torch.relu(self.conv(X)).mean(dim=(2, 3)))
+
+
+class TokensAndFeatures(torch.nn.Module):
+    """Two inputs: token ids (integers, for an embedding) and float features."""
+
+    def __init__(self, n_classes, vocabulary=7):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocabulary, 3)
+        self.head = torch.nn.Linear(3 + 2, n_classes)
+
+    def forward(self, ids, x):
+        return self.head(torch.cat([self.embed(ids).mean(dim=1), x], dim=1))
+
+
+class SequenceRegressor(torch.nn.Module):
+    """Sequences (N, T, F) to n_outputs values."""
+
+    def __init__(self, n_outputs, hidden=4):
+        super().__init__()
+        self.gru = torch.nn.GRU(3, hidden, batch_first=True)
+        self.head = torch.nn.Linear(hidden, n_outputs)
+
+    def forward(self, X):
+        return self.head(self.gru(X)[0][:, -1])
+
+
+def _nd_case(name):
+    """(estimator, X, module class) fitted on a small set of samples of each kind."""
+    from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+
+    rng = np.random.default_rng(0)
+    n = 60
+    y = rng.integers(0, 3, n)
+    if name == "images":
+        X = rng.normal(size=(n, 1, 5, 5)).astype(np.float32)
+        net = default_classifier_net(TinyCNN)
+        estimator = SnapshotEnsembleClassifier(net.set_params(max_epochs=3, batch_size=16),
+                                               n_snapshots=2, weighting="uniform", random_state=0)
+        return estimator.fit(X, y), X, TinyCNN
+    if name == "tokens and features":
+        X = {"ids": rng.integers(0, 7, (n, 5)), "x": rng.normal(size=(n, 2))}
+        net = default_classifier_net(TokensAndFeatures)
+        estimator = SnapshotEnsembleClassifier(net.set_params(max_epochs=3, batch_size=16),
+                                               n_snapshots=2, weighting="uniform", random_state=0)
+        return estimator.fit(X, y), X, TokensAndFeatures
+    X = rng.normal(size=(n, 4, 3)).astype(np.float32)
+    net = default_regressor_net(SequenceRegressor).set_params(max_epochs=3, batch_size=16, lr=0.01)
+    estimator = SnapshotEnsembleRegressor(net, n_snapshots=2, weighting="uniform", random_state=0)
+    return estimator.fit(X, X[:, -1, :2]), X, SequenceRegressor
+
+
+ND_CASES = ("images", "tokens and features", "sequences")
+
+
+@pytest.fixture(scope="module")
+def nd_saved(tmp_path_factory):
+    saved = {}
+    for name in ND_CASES:
+        estimator, X, module = _nd_case(name)
+        directory = tmp_path_factory.mktemp(name.replace(" ", "_"))
+        save_ensemble(estimator, directory)
+        saved[name] = directory, estimator, X, module
+    return saved
+
+
+def _predictions(estimator, X):
+    if hasattr(estimator, "predict_proba"):
+        return [estimator.predict_proba(X), estimator.predict(X)]
+    return list(estimator.predict(X, return_std=True))
+
+
+@pytest.mark.parametrize("name", ND_CASES)
+def test_nd_and_dict_inputs_round_trip(nd_saved, name):
+    directory, estimator, X, module = nd_saved[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every check ran: no warning
+        loaded = load_ensemble(directory, modules=[module])
+    for got, expected in zip(_predictions(loaded, X), _predictions(estimator, X)):
+        np.testing.assert_array_equal(got, expected)
+    assert loaded.sample_shape_ == estimator.sample_shape_
+    assert loaded.snapshot_iterations_ == estimator.snapshot_iterations_
+    assert loaded.n_iter_planned_ == estimator.n_iter_planned_ == estimator.n_iter_
+    assert not hasattr(loaded, "n_features_in_") and not hasattr(loaded, "feature_names_in_")
+    fitted = json.loads((directory / "metadata.json").read_text())["fitted"]
+    assert "n_features_in_" not in fitted and "temperature_" not in fitted
+    with pytest.raises(ValueError, match="samples of shape"):  # still checked at predict
+        loaded.predict(np.zeros((2, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("name", ["images", "tokens and features"])
+def test_nd_files_are_probed_with_their_sample_shape(nd_saved, tmp_path, name):
+    directory, _, _, module = nd_saved[name]
+    target = edited(directory, tmp_path, set_at("fitted.classes_.values", [0, 1, 2, 3]))
+    with pytest.raises(InvalidEnsembleFile, match=r"fitted\.classes_ has 4 classes, but the "
+                                                  r"module .* returns 3"):
+        load_ensemble(target, modules=[module])
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("images", set_at("fitted.n_features_in_", 25),
+     r"fitted\.sample_shape_ is \[1, 5, 5\], but fitted\.n_features_in_ is 25"),
+    ("images", set_at("fitted.sample_shape_", [1, 5, -5]), r"fitted\.sample_shape_ must hold"),
+    ("images", set_at("fitted.sample_shape_", [1] * 33), r"fitted\.sample_shape_ must hold at "
+                                                         r"most 32 sizes"),
+    ("tokens and features", set_at("fitted.sample_shape_.x", "2"),
+     r"fitted\.sample_shape_\.x must be an array of sizes"),
+    ("tokens and features", set_at("fitted.sample_shape_", {}),
+     r"fitted\.sample_shape_ must name at least one input"),
+    ("sequences", set_at("fitted.snapshot_iterations_", [11, 5]),
+     r"fitted\.snapshot_iterations_ must be strictly increasing"),
+    ("sequences", set_at("fitted.n_iter_planned_", 3), r"fitted\.n_iter_planned_ is 3, but"),
+    ("sequences", set_at("fitted.temperature_", 1.0), r"fitted\.temperature_ is not a field"),
+])
+def test_an_edited_nd_file_is_refused_naming_the_field(nd_saved, tmp_path, name, edit, message):
+    directory, _, _, module = nd_saved[name]
+    with pytest.raises(InvalidEnsembleFile, match=message):
+        load_ensemble(edited(directory, tmp_path, edit), modules=[module])
+
+
+def test_a_sample_shape_no_probe_runs_on_loads_with_a_warning_and_predict_refuses(nd_saved,
+                                                                                  tmp_path):
+    # The input dtypes are not saved: a module failing on float32 and int64 zeros of the
+    # saved shape may need other inputs (a bool mask), so it is not refused; but predict
+    # checks every input against the saved shape.
+    directory, _, X, module = nd_saved["images"]
+    target = edited(directory, tmp_path, set_at("fitted.sample_shape_", [2, 5, 5]))
+    with pytest.warns(UserWarning, match=r"the module fails on zeros of fitted\.sample_shape_ "
+                                         r"\[2, 5, 5\] .*loaded without checking its output "
+                                         r"width"):
+        loaded = load_ensemble(target, modules=[module])
+    with pytest.raises(ValueError, match=r"samples of shape \(1, 5, 5\), but .* fitted on "
+                                         r"samples of shape \(2, 5, 5\)"):
+        loaded.predict_proba(X)
+
+
+def test_an_unknown_sample_shape_is_neither_saved_nor_loaded(nd_saved, tmp_path, monkeypatch):
+    # A torch Dataset whose samples are not arrays leaves sample_shape_ None: no probe
+    # could be built, and a file saying so would skip the checks of any file.
+    directory, estimator, _, module = nd_saved["images"]
+    monkeypatch.setattr(estimator, "sample_shape_", None)
+    with pytest.raises(ValueError, match=r"sample_shape_=None: the shape of the samples .* "
+                                         r"is unknown .*Fit on a Dataset returning tensors"):
+        save_ensemble(estimator, tmp_path / "unknown")
+    for shape in (None, {"X": None}):
+        with pytest.raises(InvalidEnsembleFile, match=r"fitted\.sample_shape_(\.X)? must be an "
+                                                      r"array of sizes or an object"):
+            load_ensemble(edited(directory, tmp_path / str(shape is None),
+                                 set_at("fitted.sample_shape_", shape)), modules=[module])
+
+
+def test_a_dataset_fit_saves_its_sample_shape(tmp_path):
+    # A regressor: a classifier fitted on a Dataset does not train yet (skorch cannot
+    # infer its classes without y).
+    from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+
+    rng = np.random.default_rng(0)
+    X = torch.as_tensor(rng.normal(size=(40, 4, 3)), dtype=torch.float32)
+    y = X[:, -1, :2].clone()
+    net = default_regressor_net(SequenceRegressor).set_params(max_epochs=2, batch_size=16)
+    reg = SnapshotEnsembleRegressor(net, n_snapshots=2, weighting="uniform", random_state=0)
+    reg.fit(torch.utils.data.TensorDataset(X, y))
+    save_ensemble(reg, tmp_path)
+    loaded = load_ensemble(tmp_path, modules=[SequenceRegressor])
+    assert loaded.sample_shape_ == (4, 3)
+    np.testing.assert_array_equal(loaded.predict(X.numpy()), reg.predict(X.numpy()))
+
+
+def test_input_names_that_are_not_strings_are_not_saved(nd_saved, tmp_path, monkeypatch):
+    _, estimator, _, _ = nd_saved["tokens and features"]
+    monkeypatch.setattr(estimator, "sample_shape_", {0: (5,), "x": (2,)})
+    with pytest.raises(ValueError, match="input names that are not strings"):
+        save_ensemble(estimator, tmp_path)
+
+
+# -- temperature_ (for temperature scaling) -------------------------------------------
+
+@pytest.mark.parametrize("value", [1.5, 2, None])
+def test_a_temperature_is_restored(saved, tmp_path, saved_fit, value):
+    _, clf, frame = saved_fit
+    loaded = load_ensemble(edited(saved, tmp_path, set_at("fitted.temperature_", value)))
+    assert loaded.temperature_ == value and (value is None or type(loaded.temperature_) is float)
+    np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
+
+
+def test_a_temperature_is_saved_only_when_the_estimator_has_one(saved, saved_fit, tmp_path,
+                                                                monkeypatch):
+    _, clf, _ = saved_fit
+    assert "temperature_" not in json.loads((saved / "metadata.json").read_text())["fitted"]
+    assert not hasattr(load_ensemble(saved), "temperature_")
+    monkeypatch.setattr(clf, "temperature_", np.float64(1.25), raising=False)
+    save_ensemble(clf, tmp_path / "warm")
+    assert load_ensemble(tmp_path / "warm").temperature_ == 1.25
+    monkeypatch.setattr(clf, "temperature_", float("nan"))
+    with pytest.raises(ValueError, match="temperature_=nan cannot be saved"):
+        save_ensemble(clf, tmp_path / "nan")
+
+
+# -- files of format 1 (before sample_shape_, snapshot_iterations_, n_iter_planned_) ---
+
+def as_format_1(metadata):
+    metadata["format_version"] = 1
+    for name in ("sample_shape_", "snapshot_iterations_", "n_iter_planned_"):
+        del metadata["fitted"][name]
+
+
+def test_a_format_1_file_loads_with_defaults(saved, tmp_path, saved_fit):
+    _, clf, frame = saved_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every cycle left a snapshot: exact, no warning
+        loaded = load_ensemble(edited(saved, tmp_path, as_format_1))
+    np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
+    assert loaded.sample_shape_ == (6,) == clf.sample_shape_
+    assert loaded.snapshot_iterations_ == clf.snapshot_iterations_
+    assert loaded.n_iter_planned_ == loaded.n_iter_ == clf.n_iter_planned_
+
+
+def test_a_format_1_file_of_the_linear_schedule_gets_its_snapshot_steps(data, tmp_path):
+    X, y = data
+    clf = SnapshotEnsembleClassifier(tiny_net(max_epochs=4), n_snapshots=2, schedule="linear",
+                                     weighting="uniform", random_state=0).fit(X, y)
+    save_ensemble(clf, tmp_path / "saved")
+    loaded = load_ensemble(edited(tmp_path / "saved", tmp_path, as_format_1))
+    assert loaded.snapshot_iterations_ == clf.snapshot_iterations_
+
+
+def test_a_format_1_file_missing_cycles_gets_approximate_steps(saved, tmp_path):
+    edit = [as_format_1, set_at("params.n_snapshots", 4)]
+    with pytest.warns(UserWarning, match="format 1 files do not record the step of each "
+                                         "snapshot.*an approximation"):
+        loaded = load_ensemble(edited(saved, tmp_path, lambda m: [e(m) for e in edit] and None))
+    from sksnapshot import snapshot_iterations
+    assert loaded.snapshot_iterations_ == snapshot_iterations(loaded.n_iter_, 3).tolist()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (set_at("fitted.n_iter_", 2), r"fitted\.n_iter_ is 2, fewer optimizer steps than the 3"),
+    (drop("fitted.n_features_in_"), r"fitted\.n_features_in_ is missing"),
+    (set_at("fitted.temperature_", 1.0), r"fitted\.temperature_ is not a field"),
+])
+def test_an_edited_format_1_file_is_refused(saved, tmp_path, edit, message):
+    with pytest.raises(InvalidEnsembleFile, match=message):
+        load_ensemble(edited(saved, tmp_path, lambda m: [as_format_1(m), edit(m)] and None))

@@ -260,7 +260,7 @@ def _edited(draw, original):
     return metadata
 
 
-def _load_edited(directory, metadata):
+def _load_edited(directory, metadata, modules=()):
     """load_ensemble on a copy of ``directory`` with this metadata (warnings ignored)."""
     with tempfile.TemporaryDirectory() as target:
         shutil.copy(directory / "weights.safetensors", target)
@@ -269,7 +269,7 @@ def _load_edited(directory, metadata):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                return load_ensemble(target)
+                return load_ensemble(target, modules=modules)
             except InvalidEnsembleFile:
                 return None
 
@@ -318,6 +318,56 @@ def test_a_randomly_edited_regressor_file_loads_right_or_not_at_all(regressor, d
         np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
 
 
+class TokensAndFeatures(torch.nn.Module):
+    """Two inputs, as a dict: token ids (int64, for an embedding) and float features."""
+
+    def __init__(self, n_classes, vocabulary=7):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocabulary, 3)
+        self.head = torch.nn.Linear(3 + 2, n_classes)
+
+    def forward(self, ids, x):
+        return self.head(torch.cat([self.embed(ids).mean(dim=1), x], dim=1))
+
+
+def _dict_rows(n):
+    rng = np.random.default_rng(1)
+    return {"ids": rng.integers(0, 7, (n, 5)), "x": rng.normal(size=(n, 2))}
+
+
+@pytest.fixture(scope="module")
+def dict_classifier(tmp_path_factory):
+    X, y = _dict_rows(60), np.random.default_rng(2).integers(0, 3, 60)
+    net = default_classifier_net(TokensAndFeatures).set_params(max_epochs=3, batch_size=16)
+    clf = SnapshotEnsembleClassifier(net, n_snapshots=2, weighting="uniform",
+                                     random_state=0).fit(X, y)
+    directory = tmp_path_factory.mktemp("dict_classifier")
+    save_ensemble(clf, directory)
+    load_ensemble(directory, modules=[TokensAndFeatures])
+    return directory, clf
+
+
+@_SETTINGS
+@given(data=st.data())
+def test_a_randomly_edited_dict_input_file_loads_right_or_not_at_all(dict_classifier, data):
+    # Or loads with a sample_shape_ its inputs no longer match, which every predict refuses.
+    directory, clf = dict_classifier
+    X = _dict_rows(16)
+    original = json.loads((directory / "metadata.json").read_text())
+    metadata = data.draw(_edited(original))
+    loaded = _load_edited(directory, metadata, modules=[TokensAndFeatures])
+    if loaded is None:
+        return
+    try:
+        proba = loaded.predict_proba(X)
+    except ValueError as exc:
+        assert "samples of shape" in str(exc) and loaded.sample_shape_ != clf.sample_shape_
+        return
+    assert np.all(proba >= 0) and np.allclose(proba.sum(axis=1), 1)
+    np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=0,
+                               atol=_tolerance(metadata, original))
+
+
 def data_rows():
     """A few fixed rows of six features (the fixtures' width)."""
     return np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
@@ -350,7 +400,7 @@ def test_a_module_checked_for_real_gets_no_huge_rows(data, tmp_path, n_features,
         clf.predict_proba(X))
     target = _copy(tmp_path / "saved", tmp_path)
     metadata = json.loads((target / "metadata.json").read_text())
-    metadata["fitted"]["n_features_in_"] = n_features
+    metadata["fitted"].update(n_features_in_=n_features, sample_shape_=[n_features])
     (target / "metadata.json").write_text(json.dumps(metadata))
     before, start = _peak_rss_mib(), time.perf_counter()
     with pytest.raises(InvalidEnsembleFile, match=message):
