@@ -164,12 +164,17 @@ def _saved_sample_shape(estimator):
     return plain(shape)
 
 
-def _saved_temperature(value):
+#: The calibration each kind of estimator fits: one positive number, optional in a file.
+_CALIBRATION = {"SnapshotEnsembleClassifier": "temperature_",
+                "SnapshotEnsembleRegressor": "variance_scale_"}
+
+
+def _saved_calibration(name, value):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
             or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"temperature_={value!r} cannot be saved: it must be a finite "
+        raise ValueError(f"{name}={value!r} cannot be saved: it must be a finite "
                          "number above 0, or None.")
     return float(value)
 
@@ -250,12 +255,13 @@ def save_ensemble(estimator, path):
     if hasattr(estimator, "classes_"):
         fitted["classes_"] = {"values": estimator.classes_.tolist(),
                               "dtype": estimator.classes_.dtype.str}
-        if hasattr(estimator, "temperature_"):
-            fitted["temperature_"] = _saved_temperature(estimator.temperature_)
     else:
         # The regressor's own record of 1-D targets, read across modules (issue 12).
         fitted.update(n_outputs_=estimator.n_outputs_, gaussian_=estimator.gaussian_,
                       single_output=estimator._single_output)
+    calibration = _CALIBRATION[type(estimator).__name__]
+    if hasattr(estimator, calibration):
+        fitted[calibration] = _saved_calibration(calibration, getattr(estimator, calibration))
     fitted.update(
         sample_shape_=_saved_sample_shape(estimator),
         snapshot_epochs_=estimator.snapshot_epochs_,
@@ -576,8 +582,7 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history, versio
         common = ("members_", "weights_", "sample_shape_", "snapshot_epochs_",
                   "snapshot_iterations_", "divergences_", "n_iter_", "n_iter_planned_",
                   "validation_scores_")
-        optional = ("n_features_in_", "feature_names_in_") + (
-            ("temperature_",) if is_classifier else ())
+        optional = ("n_features_in_", "feature_names_in_", _CALIBRATION[kind])
     check.obj(fitted, "fitted", common + own, optional=optional)
 
     members = check.array(fitted["members_"], "fitted.members_", min_length=1)
@@ -686,15 +691,6 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history, versio
                     check.fail(f"fitted.disagreement_[{i}]", "must hold fractions in [0, 1].")
             disagreement = np.asarray(rows, dtype=np.float64)
         out["disagreement_"] = disagreement
-        if "temperature_" in fitted:
-            temperature = fitted["temperature_"]
-            if temperature is not None:
-                check.number(temperature, "fitted.temperature_")
-                if not temperature > 0:
-                    check.fail("fitted.temperature_", "must be a finite number above 0, or "
-                                                      f"null; got {_short(temperature)}.")
-                temperature = float(temperature)
-            out["temperature_"] = temperature
     else:
         out["n_outputs_"] = check.integer(fitted["n_outputs_"], "fitted.n_outputs_", 1)
         out["gaussian_"] = fitted["gaussian_"]
@@ -703,6 +699,15 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history, versio
             check.fail("fitted.single_output", f"is true, but fitted.n_outputs_ is "
                                                f"{out['n_outputs_']}.")
         out["single_output"] = single
+    calibration = _CALIBRATION[kind]
+    if calibration in fitted:
+        value = fitted[calibration]
+        if value is not None:
+            check.number(value, f"fitted.{calibration}")
+            if not value > 0:
+                check.fail(f"fitted.{calibration}", "must be a finite number above 0, or "
+                                                    f"null; got {_short(value)}.")
+        out[calibration] = 1.0 if value is None else float(value)  # null: not calibrated
     return out
 
 

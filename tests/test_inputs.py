@@ -1,9 +1,7 @@
 """Deep-learning inputs as skorch takes them (issue 14): images, sequences, dicts, Datasets.
 
 Tiny modules, the first 150 rows of digits, 2-3 epochs: each fit takes well under
-a second. Tests marked ``xfail(strict=True)`` document bugs found in the
-estimators' handling of these inputs; each names the failing line and must
-start passing (and lose its marker) once the bug is fixed.
+a second.
 """
 
 import io
@@ -25,14 +23,6 @@ from sksnapshot import SnapshotEnsembleClassifier, load_ensemble, save_ensemble
 N_TRAIN, N_TEST = 150, 40
 NAMES = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                   "nine"])
-
-# A bug found while writing these tests (see the test's reason).
-BUG_SAVE_ND = (
-    "save_ensemble reads estimator.n_features_in_, which fit removes for non-2-D inputs "
-    "(_persistence.py, fitted.update(n_features_in_=estimator.n_features_in_, ...)); "
-    "sample_shape_ is neither saved nor restored."
-)
-
 
 # -- tiny modules (module level, so that joblib pickles them by reference) --------------
 class TinyCNN(nn.Module):
@@ -177,7 +167,6 @@ def test_joblib_round_trip_predicts_identically(fitted, kind):
     assert loaded.sample_shape_ == clf.sample_shape_
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=BUG_SAVE_ND)
 @pytest.mark.parametrize("kind", KINDS)
 def test_save_ensemble_round_trip(fitted, kind, digits, tmp_path):
     clf, _, X_test = fitted(kind)

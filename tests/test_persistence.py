@@ -20,6 +20,7 @@ from sksnapshot import (
     load_ensemble,
     save_ensemble,
 )
+from sksnapshot._calibration import apply_temperature
 
 from .conftest import tiny_net
 
@@ -165,8 +166,9 @@ def saved_fit(data, tmp_path_factory):
     X, y = data
     frame = pd.DataFrame(X, columns=[f"c{i}" for i in range(6)])
     labels = np.array(["ant", "bee", "cow"])[y]
+    # Uncalibrated (temperature_ 1.0), so that a format-1 copy predicts the same.
     clf = SnapshotEnsembleClassifier(tiny_net(module__batch_norm=True), n_snapshots=3,
-                                     random_state=0).fit(frame, labels)
+                                     calibration=None, random_state=0).fit(frame, labels)
     directory = tmp_path_factory.mktemp("saved")
     save_ensemble(clf, directory)
     return directory, clf, frame
@@ -540,7 +542,8 @@ def test_nd_and_dict_inputs_round_trip(nd_saved, name):
     assert loaded.n_iter_planned_ == estimator.n_iter_planned_ == estimator.n_iter_
     assert not hasattr(loaded, "n_features_in_") and not hasattr(loaded, "feature_names_in_")
     fitted = json.loads((directory / "metadata.json").read_text())["fitted"]
-    assert "n_features_in_" not in fitted and "temperature_" not in fitted
+    assert "n_features_in_" not in fitted
+    assert getattr(loaded, "temperature_", 1.0) == getattr(estimator, "temperature_", 1.0)
     with pytest.raises(ValueError, match="samples of shape"):  # still checked at predict
         loaded.predict(np.zeros((2, 3), dtype=np.float32))
 
@@ -636,15 +639,21 @@ def test_input_names_that_are_not_strings_are_not_saved(nd_saved, tmp_path, monk
 def test_a_temperature_is_restored(saved, tmp_path, saved_fit, value):
     _, clf, frame = saved_fit
     loaded = load_ensemble(edited(saved, tmp_path, set_at("fitted.temperature_", value)))
-    assert loaded.temperature_ == value and (value is None or type(loaded.temperature_) is float)
-    np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
+    # null: not calibrated (1.0); the saved estimator is uncalibrated (see saved_fit).
+    assert loaded.temperature_ == (1.0 if value is None else value)
+    assert type(loaded.temperature_) is float
+    expected = apply_temperature(np.log(clf.predict_proba(frame)), loaded.temperature_)
+    np.testing.assert_allclose(loaded.predict_proba(frame), expected, atol=1e-12)
 
 
 def test_a_temperature_is_saved_only_when_the_estimator_has_one(saved, saved_fit, tmp_path,
                                                                 monkeypatch):
     _, clf, _ = saved_fit
-    assert "temperature_" not in json.loads((saved / "metadata.json").read_text())["fitted"]
-    assert not hasattr(load_ensemble(saved), "temperature_")
+    monkeypatch.delattr(clf, "temperature_")  # as an ensemble pickled before it existed
+    save_ensemble(clf, tmp_path / "cold")
+    assert "temperature_" not in json.loads((tmp_path / "cold" / "metadata.json").read_text())[
+        "fitted"]
+    assert not hasattr(load_ensemble(tmp_path / "cold"), "temperature_")
     monkeypatch.setattr(clf, "temperature_", np.float64(1.25), raising=False)
     save_ensemble(clf, tmp_path / "warm")
     assert load_ensemble(tmp_path / "warm").temperature_ == 1.25
@@ -657,8 +666,8 @@ def test_a_temperature_is_saved_only_when_the_estimator_has_one(saved, saved_fit
 
 def as_format_1(metadata):
     metadata["format_version"] = 1
-    for name in ("sample_shape_", "snapshot_iterations_", "n_iter_planned_"):
-        del metadata["fitted"][name]
+    for name in ("sample_shape_", "snapshot_iterations_", "n_iter_planned_", "temperature_"):
+        metadata["fitted"].pop(name, None)
 
 
 def test_a_format_1_file_loads_with_defaults(saved, tmp_path, saved_fit):
