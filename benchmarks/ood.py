@@ -7,7 +7,7 @@ method is trained on 90 % of the training rows with the same net (MLP
 
 - a single net (one cosine cycle);
 - the snapshot ensemble (5 cosine cycles, the package default: all snapshots,
-  weights optimised on the other 10 %, the validation rows);
+  shrunk weights fitted on the other 10 %, the validation rows);
 - a deep ensemble of 5 independently trained single nets (5x the cost).
 
 Every uncertainty score is then used to tell in-distribution test rows
@@ -148,7 +148,7 @@ def _fit_task(task, kind, seed, member, epochs, max_train):
     clf.fit(X_fit, y_fit)
     seconds = time.perf_counter() - start
     if kind == "snapshot":
-        clf.set_params(weighting="optimize").select(X_val, y_val)
+        clf.set_params(weighting="auto").select(X_val, y_val)  # the default: shrunk weights
     states = [clf.snapshots_[i] for i in clf.members_]
 
     def members(X):  # (n_members, n_rows, n_classes)
@@ -270,9 +270,9 @@ def tables(results, epochs, n_deep, jobs):
         f"rows, the other 10 % are the validation rows (member weights, temperature). "
         f"Mean ± standard deviation over seeds {seeds}; torch.set_num_threads({THREADS}) in "
         f"each of {jobs} process(es). snapshot = 5 cosine cycles in one run (the package "
-        f"default: all snapshots, optimised weights); deep-{n_deep} = {n_deep} independently "
+        f"default: all snapshots, shrunk weights); deep-{n_deep} = {n_deep} independently "
         f"trained single nets ({n_deep}x the cost); snapshot uniform = the same snapshots "
-        "with equal weights; MI = mutual information (epistemic). The largest optimised "
+        "with equal weights; MI = mutual information (epistemic). The largest "
         "snapshot weight, mean over seeds: "
         + ", ".join(f"{t} {np.mean([results[(t, s)]['max_weight'] for s in seeds]):.2f}"
                     for t in tasks) + ".",
