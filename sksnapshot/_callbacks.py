@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
-from ._schedules import resolve_schedule
+from ._schedules import check_enough_iterations, learning_rate_table, resolve_schedule
 
 __all__ = ["CyclicSnapshots", "SnapshotRecord", "copy_state_dict"]
 
@@ -236,13 +236,9 @@ class CyclicSnapshots(Callback):
                 "cycles cannot be planned."
             ) from exc
         self.n_iter_ = int(net.max_epochs) * n_batches
-        if self.n_iter_ < self.n_snapshots:
-            raise ValueError(
-                f"n_snapshots={self.n_snapshots} needs at least as many training "
-                f"iterations, but max_epochs={net.max_epochs} x {n_batches} "
-                f"batches per epoch gives only {self.n_iter_}. Train for more "
-                "epochs, use a smaller batch size or ask for fewer snapshots."
-            )
+        check_enough_iterations(
+            self.n_iter_, self.n_snapshots,
+            f" (max_epochs={net.max_epochs} x {n_batches} batches per epoch)")
         if self._peaks is None:  # a resumed fit keeps the peaks it planned with
             self._peaks = [group["lr"] for group in net.optimizer_.param_groups]
         not_usable = [lr for lr in self._peaks if not (math.isfinite(lr) and lr > 0)]
@@ -267,19 +263,11 @@ class CyclicSnapshots(Callback):
 
     def _plan_lrs(self):
         """One learning-rate table per parameter group: a lookup per batch, no maths."""
-        lr_fn = resolve_schedule(self.schedule)[0]
-        steps = np.arange(self.n_iter_)
-        self._lrs = []
-        for peak in self._peaks:
-            peak = self.min_lr + (peak - self.min_lr) * self._lr_scale
-            lrs = np.asarray(lr_fn(steps, self.n_iter_, self.n_snapshots, lr=peak,
-                                   min_lr=self.min_lr), dtype=np.float64)
-            if lrs.shape != steps.shape or not np.all(np.isfinite(lrs)):
-                raise ValueError(
-                    f"The schedule must return one finite learning rate per step, got "
-                    f"an array of shape {lrs.shape} for {len(steps)} steps."
-                )
-            self._lrs.append(lrs)
+        self._lrs = [
+            learning_rate_table(self.schedule, self.n_iter_, self.n_snapshots,
+                                lr=self.min_lr + (peak - self.min_lr) * self._lr_scale,
+                                min_lr=self.min_lr)
+            for peak in self._peaks]
 
     # -- training -----------------------------------------------------------
     def on_epoch_begin(self, net, **kwargs):

@@ -30,6 +30,19 @@ def _check_steps(t, n_iter):
     return t_arr
 
 
+def check_enough_iterations(n_iter, n_cycles, where=""):
+    """Refuse a budget of fewer training iterations than cycles: each needs one.
+
+    ``where`` says where the ``n_iter`` iterations come from, for the message.
+    """
+    if n_iter < n_cycles:
+        raise ValueError(
+            f"Cannot split {n_iter} training iterations{where} into {n_cycles} cycles: "
+            f"too few for {n_cycles} cycles, every cycle needs at least one iteration. "
+            "Train for more epochs, use a smaller batch size or ask for fewer snapshots."
+        )
+
+
 def cycle_boundaries(n_iter, n_cycles):
     """Return the ``n_cycles + 1`` iteration boundaries of equal cycles.
 
@@ -58,12 +71,7 @@ def cycle_boundaries(n_iter, n_cycles):
     n_iter, n_cycles = int(n_iter), int(n_cycles)
     if n_cycles < 1:
         raise ValueError(f"n_cycles must be at least 1, got {n_cycles}.")
-    if n_iter < n_cycles:
-        raise ValueError(
-            f"Cannot split {n_iter} training iterations into {n_cycles} cycles: "
-            "every cycle needs at least one iteration. Train for more epochs, "
-            "use a smaller batch size or ask for fewer snapshots."
-        )
+    check_enough_iterations(n_iter, n_cycles)
     return np.array(
         [_round_half_up(k * n_iter / n_cycles) for k in range(n_cycles + 1)],
         dtype=np.int64,
@@ -178,12 +186,8 @@ def _linear_plan(n_iter, n_cycles, warmup):
     if not 0 <= warmup < 1:
         raise ValueError(f"warmup must lie in [0, 1), got {warmup}.")
     n_warmup = _round_half_up(warmup * n_iter)
-    if n_iter - n_warmup < n_cycles:
-        raise ValueError(
-            f"After a warm-up of {n_warmup} iterations, {n_iter - n_warmup} remain: "
-            f"too few for {n_cycles} cycles. Train for more epochs or ask for fewer "
-            "snapshots."
-        )
+    check_enough_iterations(n_iter - n_warmup, n_cycles,
+                            f" (those left after a warm-up of {n_warmup})")
     return n_warmup, cycle_boundaries(n_iter - n_warmup, n_cycles)
 
 
@@ -203,6 +207,24 @@ SCHEDULES = {
     "cosine": (cosine_annealing_lr, snapshot_iterations),
     "linear": (linear_cycles_lr, linear_snapshot_iterations),
 }
+
+
+def learning_rate_table(schedule, n_iter, n_cycles, lr, min_lr):
+    """The learning rate of every step ``0 .. n_iter - 1``, float64, checked.
+
+    ``schedule`` is a name or a callable, as for :func:`resolve_schedule`. The
+    one place where a schedule is evaluated over a whole budget: training
+    (one table per parameter group) and plotting both ask here.
+    """
+    lr_fn = resolve_schedule(schedule)[0]
+    steps = np.arange(n_iter)
+    lrs = np.asarray(lr_fn(steps, n_iter, n_cycles, lr=lr, min_lr=min_lr), dtype=np.float64)
+    if lrs.shape != steps.shape or not np.all(np.isfinite(lrs)):
+        raise ValueError(
+            f"The schedule must return one finite learning rate per step, got "
+            f"an array of shape {lrs.shape} for {len(steps)} steps."
+        )
+    return lrs
 
 
 def resolve_schedule(schedule):

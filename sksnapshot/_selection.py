@@ -11,7 +11,7 @@ weights in the average, which sum to 1.
 import numpy as np
 from scipy.optimize import minimize
 
-from .metrics import _disagreement_rate
+from .metrics import _disagreement_rate, _holds_integers
 
 __all__ = [
     "disagreement_matrix",
@@ -61,9 +61,7 @@ def _check_probas_y(probas, y):
             f"y must be 1-D with one label per validation row ({probas.shape[1]}), "
             f"got shape {y.shape}."
         )
-    if y.dtype.kind not in "iub" and not (
-        y.dtype.kind == "f" and np.all(y == np.round(y))
-    ):
+    if not _holds_integers(y):
         raise ValueError(f"y must hold encoded integer labels, got dtype {y.dtype}.")
     n_classes = probas.shape[2]
     if np.any((y < 0) | (y >= n_classes)):
@@ -101,6 +99,16 @@ def _nll(true_proba):
 def _mixture_log_loss(true_proba, weights):
     """Log-loss of the weighted average of members given their true-class probabilities."""
     return _nll(weights @ true_proba)
+
+
+def _mixture_nll_and_grad(weights, true_proba):
+    """Log-loss of the weighted average of members and its gradient in the weights."""
+    mixture = weights @ true_proba
+    clipped = mixture < _EPS
+    mixture = np.maximum(mixture, _EPS)
+    # d loss / d weights; clipped rows are flat in the weights.
+    grad = -np.mean(np.where(clipped, 0.0, true_proba / mixture), axis=1)
+    return -np.mean(np.log(mixture)), grad
 
 
 def _uniform(n):
@@ -400,15 +408,8 @@ def optimize_weights(probas, y, indices=None):
     indices = _check_indices(indices, probas.shape[0])
     true_proba = _true_class_proba(probas[indices], y)
 
-    def loss_and_grad(weights):
-        mixture = weights @ true_proba
-        clipped = mixture < _EPS
-        mixture = np.maximum(mixture, _EPS)
-        # d loss / d weights; clipped rows are flat in the weights.
-        grad = -np.mean(np.where(clipped, 0.0, true_proba / mixture), axis=1)
-        return -np.mean(np.log(mixture)), grad
-
-    return optimize_simplex(loss_and_grad, len(indices))
+    return optimize_simplex(lambda weights: _mixture_nll_and_grad(weights, true_proba),
+                            len(indices))
 
 
 def optimize_simplex(loss_and_grad, n, start=None):
@@ -543,12 +544,9 @@ def shrink_weights(probas, y, indices=None, prior_rows=PRIOR_ROWS):
     strength = prior_rows / len(y)
 
     def loss_and_grad(weights):
-        mixture = weights @ true_proba
-        clipped = mixture < _EPS
-        mixture = np.maximum(mixture, _EPS)
+        loss, grad = _mixture_nll_and_grad(weights, true_proba)
         penalty, grad_penalty = shrink_penalty(weights, prior, strength)
-        grad = -np.mean(np.where(clipped, 0.0, true_proba / mixture), axis=1)
-        return -np.mean(np.log(mixture)) + penalty, grad + grad_penalty
+        return loss + penalty, grad + grad_penalty
 
     # Start between the prior and uniform: every weight positive, near the answer
     # when the prior dominates.

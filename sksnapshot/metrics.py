@@ -31,20 +31,23 @@ def _check_proba(proba, name="proba"):
     return proba
 
 
+def _holds_integers(y):
+    """Whether an array holds integer labels: an integer or bool dtype, or integral
+    floats (e.g. from pandas), which are harmless."""
+    return y.dtype.kind in "iub" or (y.dtype.kind == "f" and bool(np.all(y == np.round(y))))
+
+
 def _encode_labels(y_true, n_classes, classes):
     """Map labels to column indices 0 .. n_classes - 1, through ``classes`` if given."""
     y_true = check_array(y_true, ensure_2d=False, dtype=None, input_name="y_true")
     if y_true.ndim != 1:
         raise ValueError(f"y_true must be 1-D, got shape {y_true.shape}.")
     if classes is None:
-        if y_true.dtype.kind not in "iub":
-            # Integral floats (e.g. from pandas) are harmless; anything else
-            # needs an explicit column order.
-            if y_true.dtype.kind != "f" or np.any(y_true != np.round(y_true)):
-                raise ValueError(
-                    "y_true must hold integer labels 0 .. n_classes - 1; pass "
-                    "`classes` to use other labels (e.g. strings)."
-                )
+        if not _holds_integers(y_true):  # anything else needs an explicit column order
+            raise ValueError(
+                "y_true must hold integer labels 0 .. n_classes - 1; pass "
+                "`classes` to use other labels (e.g. strings)."
+            )
         codes = y_true.astype(np.intp)
         bad = (codes < 0) | (codes >= n_classes)
         if np.any(bad):
