@@ -5,8 +5,10 @@ anything: training simply asks it for the learning rate of iteration ``t``.
 """
 
 import math
+from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, validate_params
 
 __all__ = [
     "cosine_annealing_lr",
@@ -16,6 +18,11 @@ __all__ = [
     "resolve_schedule",
     "snapshot_iterations",
 ]
+
+
+# Parameter constraints of the public functions (sklearn's validate_params).
+_N_ITER = Interval(Integral, 0, None, closed="left")
+_N_CYCLES = Interval(Integral, 1, None, closed="left")
 
 
 def _round_half_up(x):
@@ -43,6 +50,10 @@ def check_enough_iterations(n_iter, n_cycles, where=""):
         )
 
 
+@validate_params(
+    {"n_iter": [_N_ITER], "n_cycles": [_N_CYCLES]},
+    prefer_skip_nested_validation=True,
+)
 def cycle_boundaries(n_iter, n_cycles):
     """Return the ``n_cycles + 1`` iteration boundaries of equal cycles.
 
@@ -78,6 +89,10 @@ def cycle_boundaries(n_iter, n_cycles):
     )
 
 
+@validate_params(
+    {"n_iter": [_N_ITER], "n_cycles": [_N_CYCLES]},
+    prefer_skip_nested_validation=True,
+)
 def snapshot_iterations(n_iter, n_cycles):
     """Return the iterations after which a snapshot is taken (cycle ends).
 
@@ -89,6 +104,11 @@ def snapshot_iterations(n_iter, n_cycles):
     return cycle_boundaries(n_iter, n_cycles)[1:] - 1
 
 
+@validate_params(
+    {"t": ["array-like", Integral], "n_iter": [_N_ITER],
+     "n_cycles": [_N_CYCLES], "lr": [Real], "min_lr": [Real]},
+    prefer_skip_nested_validation=True,
+)
 def cosine_annealing_lr(t, n_iter, n_cycles, lr, min_lr=0.0):
     """Cosine annealing with warm restarts (Huang et al., 2017).
 
@@ -130,6 +150,12 @@ def cosine_annealing_lr(t, n_iter, n_cycles, lr, min_lr=0.0):
     return float(out) if out.ndim == 0 else out
 
 
+@validate_params(
+    {"t": ["array-like", Integral], "n_iter": [_N_ITER],
+     "n_cycles": [_N_CYCLES], "lr": [Real], "min_lr": [Real], "warmup": [Real],
+     "cycle_peak": [Interval(Real, 0, 1, closed="right")]},
+    prefer_skip_nested_validation=True,
+)
 def linear_cycles_lr(t, n_iter, n_cycles, lr, min_lr=0.0, warmup=0.5, cycle_peak=0.5):
     """Fast geometric ensembling's schedule (Garipov et al., 2018).
 
@@ -191,6 +217,10 @@ def _linear_plan(n_iter, n_cycles, warmup):
     return n_warmup, cycle_boundaries(n_iter - n_warmup, n_cycles)
 
 
+@validate_params(
+    {"n_iter": [_N_ITER], "n_cycles": [_N_CYCLES], "warmup": [Real]},
+    prefer_skip_nested_validation=True,
+)
 def linear_snapshot_iterations(n_iter, n_cycles, warmup=0.5):
     """The low points of :func:`linear_cycles_lr`: the last step of each cycle.
 

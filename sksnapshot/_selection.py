@@ -8,8 +8,11 @@ as ``(indices, weights)``: the chosen members in ascending order and their
 weights in the average, which sum to 1.
 """
 
+from numbers import Integral, Real
+
 import numpy as np
 from scipy.optimize import minimize
+from sklearn.utils._param_validation import validate_params
 
 from .metrics import _disagreement_rate, _holds_integers
 
@@ -116,6 +119,10 @@ def _uniform(n):
     return np.full(n, 1.0 / n)
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
 def member_scores(probas, y):
     """Validation accuracy and log-loss of every member.
 
@@ -146,6 +153,10 @@ def member_scores(probas, y):
     return {"accuracy": accuracy, "log_loss": _nll(_true_class_proba(probas, y))}
 
 
+@validate_params(
+    {"probas": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
 def disagreement_matrix(probas):
     """Pairwise disagreement between members' predicted labels.
 
@@ -201,6 +212,11 @@ def select_last(n_snapshots, n_members=None):
     return np.arange(n_snapshots - n_members, n_snapshots), _uniform(n_members)
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "n_members": [Integral, None],
+     "max_steps": [Integral, None]},
+    prefer_skip_nested_validation=True,
+)
 def select_greedy(probas, y, n_members=None, max_steps=None):
     """Greedy forward selection with replacement (Caruana et al., 2004).
 
@@ -293,6 +309,10 @@ def forward_selection(mixture_loss, n_snapshots, n_members=None, max_steps=None)
     return indices, best_counts[indices] / best_counts.sum()
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "n_members": [Integral, None]},
+    prefer_skip_nested_validation=True,
+)
 def select_diverse(probas, y, n_members=None):
     """An accurate and mutually disagreeing subset, uniformly weighted.
 
@@ -371,6 +391,10 @@ def select_diverse(probas, y, n_members=None):
     return indices, _uniform(n_members)
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "indices": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def optimize_weights(probas, y, indices=None):
     """Member weights on the simplex minimising the validation log-loss.
 
@@ -481,6 +505,11 @@ def shrink_penalty(weights, prior, strength):
     return penalty, -strength * prior / safe
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "indices": ["array-like", None],
+     "prior_rows": [Real]},
+    prefer_skip_nested_validation=True,
+)
 def shrink_weights(probas, y, indices=None, prior_rows=PRIOR_ROWS):
     """Member weights fitted on validation rows, shrunk towards the last two members.
 
@@ -554,6 +583,11 @@ def shrink_weights(probas, y, indices=None, prior_rows=PRIOR_ROWS):
                             start=0.5 * prior + 0.5 * _uniform(len(indices)))
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "selection": [str],
+     "n_members": [Integral, None], "weighting": [str], "prior_rows": [Real]},
+    prefer_skip_nested_validation=True,
+)
 def select_members(probas, y, selection, n_members=None, weighting="uniform",
                    prior_rows=PRIOR_ROWS):
     """Choose and weight ensemble members on validation predictions.

@@ -10,6 +10,7 @@ matrix of predicted probabilities whose column ``k`` belongs to class ``k``
 import numpy as np
 from sklearn.metrics import log_loss
 from sklearn.utils import Bunch
+from sklearn.utils._param_validation import validate_params
 from sklearn.utils.validation import check_array, check_consistent_length
 
 __all__ = [
@@ -286,6 +287,10 @@ def _entropy(proba):
     return -terms.sum(axis=-1)
 
 
+@validate_params(
+    {"member_probas": ["array-like"], "weights": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def uncertainty_decomposition(member_probas, weights=None):
     r"""Split an ensemble's predictive entropy into aleatoric and epistemic parts.
 
@@ -376,6 +381,11 @@ def uncertainty_decomposition(member_probas, weights=None):
                  disagreement=disagreement, proba=mixture)
 
 
+@validate_params(
+    {"member_means": ["array-like"], "member_variances": ["array-like", None],
+     "weights": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def variance_decomposition(member_means, member_variances=None, weights=None):
     r"""Split a regression ensemble's predictive variance into aleatoric and epistemic parts.
 
