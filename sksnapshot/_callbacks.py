@@ -124,7 +124,10 @@ class CyclicSnapshots(Callback):
         "cosine": :func:`~sksnapshot.cosine_annealing_lr`; "linear":
         :func:`~sksnapshot.linear_cycles_lr` (fast geometric ensembling); or
         ``schedule(t, n_iter, n_cycles, lr, min_lr)`` giving the learning rate
-        of the steps ``t``. Evaluated once, for all steps, when training begins.
+        of the steps ``t``. Evaluated for all steps when training begins (and
+        when a resumed fit continues), and again whenever the divergence guard
+        halves the peak learning rate: a callable must give the same rates for
+        the same arguments.
     event_name : str, default="event_snapshot"
         History column set to True on the epochs in which a snapshot was taken
         (``PrintLog`` shows it as a ``+`` in a ``snapshot`` column).
@@ -141,9 +144,11 @@ class CyclicSnapshots(Callback):
         the rest of training is halved. None turns the guard off.
     checkpoint : object or None, default=None
         Something with ``save_snapshot(index, state)`` and
-        ``save_progress(net, callback)`` methods (see
-        :class:`~sksnapshot._checkpoint.CheckpointDir`), called when a snapshot
-        is taken and at the end of every epoch.
+        ``save_progress(net, callback)`` methods, called when a snapshot is
+        taken and at the end of every epoch. The estimators pass their own
+        when ``checkpoint_dir`` is set (see
+        :class:`~sksnapshot.SnapshotEnsembleClassifier`); ``progress_state``
+        and ``restore`` are what it saves and resumes from.
 
     Attributes
     ----------
