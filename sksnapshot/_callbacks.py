@@ -243,7 +243,9 @@ class CyclicSnapshots(Callback):
         self.n_iter_ = int(net.max_epochs) * n_batches
         check_enough_iterations(
             self.n_iter_, self.n_snapshots,
-            f" (max_epochs={net.max_epochs} x {n_batches} batches per epoch)")
+            f"n_snapshots={self.n_snapshots} needs at least as many training iterations, "
+            f"but max_epochs={net.max_epochs} x {n_batches} batches per epoch gives only "
+            f"{self.n_iter_}.")
         if self._peaks is None:  # a resumed fit keeps the peaks it planned with
             self._peaks = [group["lr"] for group in net.optimizer_.param_groups]
         not_usable = [lr for lr in self._peaks if not (math.isfinite(lr) and lr > 0)]

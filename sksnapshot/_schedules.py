@@ -37,17 +37,18 @@ def _check_steps(t, n_iter):
     return t_arr
 
 
-def check_enough_iterations(n_iter, n_cycles, where=""):
+def check_enough_iterations(n_iter, n_cycles, why=None):
     """Refuse a budget of fewer training iterations than cycles: each needs one.
 
-    ``where`` says where the ``n_iter`` iterations come from, for the message.
+    ``why`` is the sentence that says so where the iterations come from; the
+    advice on what to change is the same everywhere.
     """
     if n_iter < n_cycles:
-        raise ValueError(
-            f"Cannot split {n_iter} training iterations{where} into {n_cycles} cycles: "
-            f"too few for {n_cycles} cycles, every cycle needs at least one iteration. "
-            "Train for more epochs, use a smaller batch size or ask for fewer snapshots."
-        )
+        if why is None:
+            why = (f"Cannot split {n_iter} training iterations into {n_cycles} cycles: "
+                   "every cycle needs at least one iteration.")
+        raise ValueError(f"{why} Train for more epochs, use a smaller batch size or ask "
+                         "for fewer snapshots.")
 
 
 @validate_params(
@@ -212,8 +213,10 @@ def _linear_plan(n_iter, n_cycles, warmup):
     if not 0 <= warmup < 1:
         raise ValueError(f"warmup must lie in [0, 1), got {warmup}.")
     n_warmup = _round_half_up(warmup * n_iter)
-    check_enough_iterations(n_iter - n_warmup, n_cycles,
-                            f" (those left after a warm-up of {n_warmup})")
+    check_enough_iterations(
+        n_iter - n_warmup, n_cycles,
+        f"After a warm-up of {n_warmup} iterations, {n_iter - n_warmup} remain: too few "
+        f"for {n_cycles} cycles.")
     return n_warmup, cycle_boundaries(n_iter - n_warmup, n_cycles)
 
 
