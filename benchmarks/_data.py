@@ -21,7 +21,6 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from sksnapshot import MLPModule
-from sksnapshot._demo import load_mnist1d
 from sksnapshot.metrics import (
     brier_score,
     expected_calibration_error,
@@ -33,6 +32,24 @@ def _standardise(X, X_test):
     scaler = StandardScaler().fit(X)
     return (scaler.transform(X).astype(np.float32),
             scaler.transform(X_test).astype(np.float32))
+
+
+def mnist1d():
+    """MNIST-1D's dict of arrays (Greydanus, 2020), generated on this machine.
+
+    ``make_dataset`` builds the data here; mnist1d's ``get_dataset`` would download.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    return make_dataset(get_dataset_args())
+
+
+def load_mnist1d():
+    """MNIST-1D: 4000 train / 1000 test rows of 40 features, standardised (float32)."""
+    data = mnist1d()
+    X, X_test = data["x"].astype(np.float32), data["x_test"].astype(np.float32)
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    return (X - mean) / std, data["y"], (X_test - mean) / std, data["y_test"]
 
 
 def load_digits_split():
@@ -174,10 +191,7 @@ def _subset(X, y, n, seed=0):
 
 
 def _small_mnist1d(n):
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    # make_dataset generates the data here; mnist1d's get_dataset would download.
-    data = make_dataset(get_dataset_args())
+    data = mnist1d()
     return _subset(data["x"].astype(np.float64), data["y"].astype(np.int64), n)
 
 

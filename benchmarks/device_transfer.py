@@ -19,9 +19,8 @@ from torch.func import functional_call
 
 from sksnapshot import SnapshotEnsembleClassifier
 
+from ._common import RESULTS
 from .speed import _net
-
-RESULTS = pathlib.Path(__file__).parent / "results"
 
 
 def _median_ms(fn, rounds):

@@ -36,28 +36,31 @@ import contextlib
 import functools
 import io
 import json
-import multiprocessing
 import os
 import pathlib
 import platform
 import sys
-import tempfile
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
 from torch import nn
 
 from sksnapshot import SnapshotEnsembleClassifier
 
+from ._common import (
+    config_tasks,
+    fit_val_test_split,
+    mean_std,
+    method_table,
+    quiet_process,
+    results_dir,
+    run_tasks,
+    write_markdown,
+)
 from ._data import IMAGE_LOADERS, scores
-
-RESULTS = pathlib.Path(__file__).parent / "results"
 
 SINGLE = "single net (1 cosine cycle)"
 DEFAULT = "sksnapshot default (5 snapshots): all / shrink + temperature"
@@ -155,20 +158,9 @@ def make_net(model, max_epochs, lr, device="cpu"):
 
 
 # -- data -----------------------------------------------------------------------------
-@functools.cache
-def _load(name, max_train):
-    X, y, X_test, y_test = IMAGE_LOADERS[name]()
-    if max_train is not None and max_train < len(X):
-        X, _, y, _ = train_test_split(X, y, train_size=max_train, random_state=0, stratify=y)
-    return X, y, X_test, y_test
-
-
 def split(name, seed, max_train=None):
     """Training images split 90 / 10 (per seed) into fit and validation rows, and the test rows."""
-    X, y, X_test, y_test = _load(name, max_train)
-    X_fit, X_val, y_fit, y_val = train_test_split(
-        X, y, test_size=0.1, random_state=seed, stratify=y)
-    return X_fit, y_fit, X_val, y_val, X_test, y_test
+    return fit_val_test_split(IMAGE_LOADERS[name], seed, max_train)
 
 
 def init_seed(random_state):
@@ -283,32 +275,6 @@ def _task_torchensemble(data, model, lr, epochs, seed, device, max_train, n_snap
 
 
 # -- running ---------------------------------------------------------------------------
-def _init_worker(threads):
-    torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
-
-
-def _run_tasks(tasks, jobs, threads, log=print):
-    """Run ``(key, fn, args)`` tasks, in ``jobs`` processes; yield ``(key, result)``."""
-    start = time.perf_counter()
-    n = len(tasks)
-    if jobs <= 1:
-        for i, (key, fn, args) in enumerate(tasks, 1):
-            result = fn(*args)
-            log(f"[images] {i}/{n} {key} ({time.perf_counter() - start:.0f} s)", flush=True)
-            yield key, result
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(fn, *args): key for key, fn, args in tasks}
-        for i, future in enumerate(as_completed(futures), 1):
-            key = futures[future]
-            log(f"[images] {i}/{n} {key} ({time.perf_counter() - start:.0f} s)", flush=True)
-            yield key, future.result()
-
-
 def run(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, device="cpu", jobs=1,
         threads=1, max_train=None, log=print):
     """Fit every row on every config and seed.
@@ -321,19 +287,13 @@ def run(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, device="cpu", job
     errors : dict
         ``{method: exact error message}`` of rows that failed (TorchEnsemble).
     """
-    tasks = []
-    for data, model, lr in configs:
-        for seed in seeds:
-            common = (data, model, lr, epochs, seed)
-            for member in range(n_deep):
-                tasks.append(((*common, "single", member), _task_single,
-                              (*common, member, device, max_train)))
-            tasks.append(((*common, "snapshots"), _task_snapshots, (*common, device, max_train)))
-            tasks.append(((*common, "te"), _task_torchensemble, (*common, device, max_train)))
+    tasks = config_tasks(configs, epochs, seeds, n_deep, _task_single,
+                         [("snapshots", _task_snapshots, ()), ("te", _task_torchensemble, ())],
+                         tail=(device, max_train))
     # Longest first, so that worker processes finish together.
     cost = {"mnist-5k-28x28": 10, "resnet": 3}
     tasks.sort(key=lambda t: -cost.get(t[0][0], 1) * cost.get(t[0][1], 1))
-    results = dict(_run_tasks(tasks, jobs, threads, log))
+    results = dict(run_tasks(tasks, jobs, threads, "images", log))
 
     rows, errors = {}, {}
     for data, model, lr in configs:
@@ -360,17 +320,10 @@ def run(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, device="cpu", job
 
 # -- tables ------------------------------------------------------------------------------
 def _ms(values):
-    values = np.asarray(values, dtype=float)
-    if np.all(np.isnan(values)):
-        return "n/a"
-    if len(values) == 1:
+    """Mean ± std over seeds; one seed's value alone."""
+    if len(values) == 1 and not np.isnan(values[0]):
         return f"{values[0]:.3f}"
-    return f"{np.nanmean(values):.3f} ± {np.nanstd(values):.3f}"
-
-
-def _nanmedian(values):
-    values = np.asarray(values, dtype=float)
-    return float("nan") if np.all(np.isnan(values)) else float(np.nanmedian(values))
+    return mean_std(values)
 
 
 def device_name(device):
@@ -394,21 +347,7 @@ def table(rows, errors, epochs, seeds):
         "| time / single |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (data, model, lr), methods in rows.items():
-        single_time = _nanmedian([r["seconds"] for r in methods[SINGLE]])
-        for method, records in methods.items():
-            col = {k: [r[k] for r in records] for k in [*METRICS, "seconds", "members"]}
-            sec = _nanmedian(col["seconds"])
-            members = np.asarray(col["members"], dtype=float)
-            members = "n/a" if np.all(np.isnan(members)) else f"{np.nanmean(members):.1f}"
-            lines.append(
-                f"| {data} | {model} | {lr} | {method} | {_ms(col['accuracy'])} | "
-                f"{_ms(col['nll'])} | {_ms(col['ece'])} | {members} | {sec:.1f} | "
-                f"{sec / single_time:.2f} |")
-    for method, error in errors.items():
-        lines += ["", f"**{method} failed**: `{error}`"]
-    return "\n".join(lines)
-
+    return "\n".join(lines + method_table(rows, errors, METRICS, SINGLE, _ms))
 
 def save_raw(path, rows, errors, meta):
     path.write_text(json.dumps({"rows": [[list(k), v] for k, v in rows.items()],
@@ -444,12 +383,8 @@ def main(argv=None):
     parser.add_argument("--redraw", action="store_true",
                         help="rebuild the table from the saved images_raw.json, no fitting")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
-    out = args.out or (pathlib.Path(tempfile.mkdtemp(prefix="sksnapshot-images-"))
-                       if args.quick else RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
+    quiet_process(args.threads)
+    out = results_dir(args.out, args.quick, "images")
 
     if args.quick:
         configs = [("digits-8x8", "cnn", 0.1)]
@@ -476,8 +411,8 @@ def main(argv=None):
               + (f", at most {meta['max_train']} training rows" if meta["max_train"] else "")
               + ".")
     print(text, flush=True)
-    (out / f"{args.name}.md").write_text(f"# Images: CNN snapshot ensembles at equal budget\n\n"
-                                   f"{header}\n\n{text}\n")
+    write_markdown(out / f"{args.name}.md", "Images: CNN snapshot ensembles at equal budget",
+                   header, text)
     print(f"\nwrote {out / args.name}.md")
 
 

@@ -30,14 +30,10 @@ validation rows and by test-time cross-validation (their protocol).
 import argparse
 import functools
 import json
-import os
 import pathlib
-import tempfile
 import time
-import warnings
 
 import numpy as np
-import torch
 from sklearn.datasets import load_digits, make_classification
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
@@ -46,15 +42,16 @@ from sklearn.preprocessing import StandardScaler
 from sksnapshot import SnapshotEnsembleClassifier
 from sksnapshot.metrics import negative_log_likelihood, uncertainty_decomposition
 
+from ._common import quiet_process, results_dir, run_note, run_tasks, write_markdown
 from ._data import (
     calibrated_log_loss,
     calibrated_log_loss_cv,
     deep_ensemble_equivalent,
     make_net,
+    mnist1d,
 )
-from .quality import THREADS, _run_tasks
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+THREADS = 1  # torch threads per worker process
 
 # training task -> peak lr (as in benchmarks.quality's main table)
 TASKS = {"digits": 0.05, "digits-0to5": 0.05, "mnist1d": 0.1, "synthetic": 0.05}
@@ -102,9 +99,7 @@ def load_task(name):
         return (X[seen], y[seen], X_test[seen_test], y_test[seen_test],
                 {"held-out classes 6-9": X_test[~seen_test]})
     if name == "mnist1d":
-        from mnist1d.data import get_dataset_args, make_dataset
-
-        data = make_dataset(get_dataset_args())  # generated here; get_dataset would download
+        data = mnist1d()
         X, X_test = data["x"], data["x_test"]
         X, X_test, X_rev, X_off, X_big = _scaled(X, X_test, X_test[:, ::-1], X_test + 1.5,
                                                  2.0 * X_test)
@@ -231,7 +226,7 @@ def run(tasks=tuple(TASKS), seeds=(0, 1, 2), epochs=30, n_deep=5, jobs=1, max_tr
                                   (task, "single", seed, member, epochs, max_train)))
     cost = {"mnist1d": 4, "synthetic": 2}
     jobs_list.sort(key=lambda t: -cost.get(t[0][0], 1))
-    fits = dict(_run_tasks(jobs_list, jobs, "ood"))
+    fits = dict(run_tasks(jobs_list, jobs, THREADS, "ood"))
     results = {}
     for task in tasks:
         ood_names = [name for t, name in OOD_SETS if t == task]
@@ -356,12 +351,8 @@ def main(argv=None):
                         help="worker processes (each with 1 torch thread)")
     parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
-    torch.set_num_threads(THREADS)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
-    out = args.out or (pathlib.Path(tempfile.mkdtemp(prefix="sksnapshot-ood-"))
-                       if args.quick else RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
+    quiet_process(THREADS)
+    out = results_dir(args.out, args.quick, "ood")
     if args.quick:
         kw = dict(tasks=("digits",), seeds=(0,), epochs=2, n_deep=2, jobs=1, max_train=300)
     else:
@@ -372,10 +363,8 @@ def main(argv=None):
     text = tables(results, kw["epochs"], kw.get("n_deep", 5), kw["jobs"])
     print(text, flush=True)
     command = "python -m benchmarks.ood" + (" --quick" if args.quick else "")
-    (out / "ood.md").write_text(
-        f"# Out-of-distribution detection and calibrated log-loss\n\n`{command}` "
-        f"({wall:.0f} s wall, {os.cpu_count()} CPUs shared with other work, torch "
-        f"{torch.__version__})\n\n{text}\n")
+    write_markdown(out / "ood.md", "Out-of-distribution detection and calibrated log-loss",
+                   run_note(command, wall), text)
     (out / "ood_raw.json").write_text(json.dumps({"results": _jsonable(results),
                                                   "wall": wall}, default=float))
     print(f"\nwrote {out} ({wall:.0f} s)")

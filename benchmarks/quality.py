@@ -18,26 +18,31 @@ lose? Plus a check of the package's default net at its defaults.
 
 import argparse
 import contextlib
-import functools
 import io
 import json
-import multiprocessing
 import os
 import pathlib
-import tempfile
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
 
+from ._common import (
+    config_tasks,
+    fit_val_test_split,
+    load_capped,
+    mean_std,
+    method_table,
+    quiet_process,
+    results_dir,
+    run_note,
+    run_tasks,
+    write_markdown,
+)
 from ._data import LOADERS, make_net, module_spec, scores
 
-RESULTS = pathlib.Path(__file__).parent / "results"
 THREADS = 1  # torch threads per worker process
 
 # Rows of the main table: label -> how it is obtained.
@@ -74,26 +79,9 @@ SWEEP_EPOCHS = [20, 60]
 
 
 # -- data -----------------------------------------------------------------------
-@functools.cache
-def _load(name, max_train):
-    X, y, X_test, y_test = LOADERS[name]()
-    if max_train is not None and max_train < len(X):
-        X, _, y, _ = train_test_split(X, y, train_size=max_train, random_state=0, stratify=y)
-    return X, y, X_test, y_test
-
-
 def split(name, seed, max_train=None):
     """Training rows split 90 / 10 into fit and validation rows (per seed), and the test rows."""
-    X, y, X_test, y_test = _load(name, max_train)
-    X_fit, X_val, y_fit, y_val = train_test_split(
-        X, y, test_size=0.1, random_state=seed, stratify=y)
-    return X_fit, y_fit, X_val, y_val, X_test, y_test
-
-
-def _init_worker(threads):
-    torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    return fit_val_test_split(LOADERS[name], seed, max_train)
 
 
 def _proba_ok(proba):
@@ -180,23 +168,8 @@ def _task_torchensemble(data, model, lr, epochs, seed, max_train, n_snapshots=5)
 
 
 def _run_tasks(tasks, jobs, label):
-    """Run ``(key, fn, args)`` tasks, in ``jobs`` processes; yield ``(key, result)``."""
-    start = time.perf_counter()
-    n = len(tasks)
-    if jobs <= 1:
-        for i, (key, fn, args) in enumerate(tasks, 1):
-            result = fn(*args)
-            print(f"[{label}] {i}/{n} {key} ({time.perf_counter() - start:.0f} s)", flush=True)
-            yield key, result
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(THREADS,)) as pool:
-        futures = {pool.submit(fn, *args): key for key, fn, args in tasks}
-        for i, future in enumerate(as_completed(futures), 1):
-            key = futures[future]
-            print(f"[{label}] {i}/{n} {key} ({time.perf_counter() - start:.0f} s)", flush=True)
-            yield key, future.result()
+    """Run ``(key, fn, args)`` tasks, in ``jobs`` processes of THREADS torch threads."""
+    return run_tasks(tasks, jobs, THREADS, label)
 
 
 def run_main(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, jobs=1, max_train=None):
@@ -210,16 +183,10 @@ def run_main(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, jobs=1, max_
     errors : dict
         ``{method: exact error message}`` for methods that failed (TorchEnsemble).
     """
-    tasks = []
-    for data, model, lr in configs:
-        for seed in seeds:
-            common = (data, model, lr, epochs, seed)
-            for member in range(n_deep):
-                tasks.append(((*common, "single", member), _task_single,
-                              (*common, member, max_train)))
-            tasks.append(((*common, "cosine"), _task_snapshots, (*common, "cosine", max_train)))
-            tasks.append(((*common, "linear"), _task_snapshots, (*common, "linear", max_train)))
-            tasks.append(((*common, "te"), _task_torchensemble, (*common, max_train)))
+    tasks = config_tasks(configs, epochs, seeds, n_deep, _task_single,
+                         [("cosine", _task_snapshots, ("cosine",)),
+                          ("linear", _task_snapshots, ("linear",)),
+                          ("te", _task_torchensemble, ())], tail=(max_train,))
     # Longest first, so the pool's workers finish together.
     cost = {"mnist1d": 4, "mnist-5k": 4, "synthetic-noisy": 1, "digits": 1}
     tasks.sort(key=lambda t: -cost.get(t[0][0], 1))
@@ -249,23 +216,6 @@ def run_main(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, jobs=1, max_
     return rows, errors
 
 
-def _ms(values, fmt="{:.3f}"):
-    values = np.asarray(values, dtype=float)
-    if np.all(np.isnan(values)):
-        return "n/a"
-    return f"{fmt.format(np.nanmean(values))} ± {fmt.format(np.nanstd(values))}"
-
-
-def _nanmedian(values):
-    values = np.asarray(values, dtype=float)
-    return float("nan") if np.all(np.isnan(values)) else float(np.nanmedian(values))
-
-
-def _nanmean(values):
-    values = np.asarray(values, dtype=float)
-    return float("nan") if np.all(np.isnan(values)) else float(np.nanmean(values))
-
-
 def main_table(rows, errors, epochs, seeds, jobs):
     lines = [
         f"Test scores, mean ± std over seeds {list(seeds)}; fit time = median wall seconds "
@@ -279,21 +229,7 @@ def main_table(rows, errors, epochs, seeds, jobs):
         "fit time (s) | time / single |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (data, model, lr), table in rows.items():
-        single_time = np.median([r["seconds"] for r in table[SINGLE]])
-        for method, records in table.items():
-            col = {k: [r[k] for r in records] for k in [*METRICS, "seconds", "members"]}
-            sec = _nanmedian(col["seconds"])
-            members = _nanmean(col["members"])
-            lines.append(
-                f"| {data} | {model} | {lr} | {method} | {_ms(col['accuracy'])} | "
-                f"{_ms(col['nll'])} | {_ms(col['brier'])} | {_ms(col['ece'])} | "
-                f"{members:.1f} | "
-                f"{sec:.1f} | {sec / single_time:.2f} |")
-    for method, error in errors.items():
-        lines += ["", f"**{method} failed**: `{error}`"]
-    return "\n".join(lines)
-
+    return "\n".join(lines + method_table(rows, errors, METRICS, SINGLE))
 
 def plot_main(rows, path):
     import matplotlib
@@ -345,7 +281,7 @@ def _task_sweep(data, epochs, lr, n_snapshots, seed, max_train):
 
 def _task_defaults(data, lr, n_snapshots, seed, max_train, max_epochs=None):
     """The package's defaults: default_classifier_net(), validation_fraction=0.1, all/optimize."""
-    X, y, X_test, y_test = _load(data, max_train)
+    X, y, X_test, y_test = load_capped(LOADERS[data], max_train)
     net = default_classifier_net().set_params(lr=lr)
     if max_epochs is not None:
         net.set_params(max_epochs=max_epochs)
@@ -462,8 +398,8 @@ def sweep_table(grid, defaults, seeds, jobs):
         for (data, lr, m), records in defaults.items():
             col = {k: [r["scores"][k] for r in records] for k in METRICS}
             lines.append(
-                f"| {data} | {lr} | {m} | {_ms(col['accuracy'])} | {_ms(col['nll'])} | "
-                f"{_ms(col['brier'])} | {_ms(col['ece'])} | "
+                f"| {data} | {lr} | {m} | {mean_std(col['accuracy'])} | {mean_std(col['nll'])} | "
+                f"{mean_std(col['brier'])} | {mean_std(col['ece'])} | "
                 f"{np.median([r['seconds'] for r in records]):.1f} |")
     return "\n".join(lines)
 
@@ -536,12 +472,8 @@ def main(argv=None):
     parser.add_argument("--redraw", action="store_true",
                         help="rebuild tables and plots from the saved *_raw.json, no fitting")
     args = parser.parse_args(argv)
-    torch.set_num_threads(THREADS)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
-    out = args.out or (pathlib.Path(tempfile.mkdtemp(prefix="sksnapshot-quality-"))
-                       if args.quick else RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
+    quiet_process(THREADS)
+    out = results_dir(args.out, args.quick, "quality")
     start = time.perf_counter()
     command = "python -m benchmarks.quality" + (" --quick" if args.quick else "")
 
@@ -563,10 +495,9 @@ def main(argv=None):
                      errors={(k,): v for k, v in errors.items()})
         text = main_table(rows, errors, kw["epochs"], kw["seeds"], kw["jobs"])
         print(text, flush=True)
-        (out / "quality.md").write_text(
-            f"# Quality at equal budget\n\n`{command} --part main` ({wall:.0f} s wall, "
-            f"{os.cpu_count()} CPUs shared with other work, torch {torch.__version__})"
-            f"\n\n{text}\n\n![NLL relative to the single net](quality.png)\n")
+        write_markdown(out / "quality.md", "Quality at equal budget",
+                       run_note(f"{command} --part main", wall), text,
+                       "![NLL relative to the single net](quality.png)")
         plot_main(rows, out / "quality.png")
 
     if args.part in ("sweep", "all"):
@@ -586,11 +517,9 @@ def main(argv=None):
                      meta={("wall",): wall})
         text = sweep_table(grid, defaults, kw["seeds"], kw["jobs"])
         print(text, flush=True)
-        (out / "sweep.md").write_text(
-            f"# Peak learning rate x number of snapshots\n\n`{command} --part sweep` "
-            f"({wall:.0f} s wall, {os.cpu_count()} CPUs shared with other work, "
-            f"torch {torch.__version__})\n\n{text}\n\n"
-            "![NLL ratio ensemble / single net](sweep.png)\n")
+        write_markdown(out / "sweep.md", "Peak learning rate x number of snapshots",
+                       run_note(f"{command} --part sweep", wall), text,
+                       "![NLL ratio ensemble / single net](sweep.png)")
         plot_sweep(grid, out / "sweep.png")
 
     print(f"\nwrote {out} ({time.perf_counter() - start:.0f} s, "

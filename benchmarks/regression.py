@@ -8,9 +8,6 @@ training rows' mean and deviation; metrics are reported in the original units.
     python -m benchmarks.regression --quick   # a smoke run
 """
 
-import argparse
-import pathlib
-
 import numpy as np
 import torch
 from sklearn.datasets import load_diabetes
@@ -19,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+from ._common import mean_std, table_main
 
 
 def diabetes():
@@ -87,32 +84,20 @@ def table(rows, seeds, epochs):
         "| data | method | RMSE | NLL | coverage ±2σ |",
         "|---|---|---|---|---|",
     ]
-
-    def cell(values):
-        values = np.asarray(values)
-        if np.all(np.isnan(values)):
-            return "n/a"
-        return f"{values.mean():.3f} ± {values.std():.3f}"
-
     for (name, method), results in rows.items():
         rmse, nll, cov = np.array(results).T
-        lines.append(f"| {name} | {method} | {cell(rmse)} | {cell(nll)} | {cell(cov)} |")
+        lines.append(f"| {name} | {method} | {mean_std(rmse)} | {mean_std(nll)} | "
+                     f"{mean_std(cov)} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 epochs, one seed, no file")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    epochs, seeds = (4, [0]) if args.quick else (100, [0, 1, 2])
-    text = table(run(epochs, seeds), seeds, epochs)
-    print(text)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "regression.md").write_text(
-            "# Regression with uncertainty\n\n`python -m benchmarks.regression`\n\n" + text + "\n")
+    def compute(args):
+        epochs, seeds = (4, [0]) if args.quick else (100, [0, 1, 2])
+        return table(run(epochs, seeds), seeds, epochs)
+
+    table_main(argv, __doc__, "regression", "Regression with uncertainty", compute,
+               quick_help="4 epochs, one seed, no file")
 
 
 if __name__ == "__main__":

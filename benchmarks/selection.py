@@ -10,20 +10,16 @@ annealing over the same budget, same rows, same seed).
     python -m benchmarks.selection --quick    # a smoke run
 """
 
-import argparse
-import pathlib
-
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 from sksnapshot import SnapshotEnsembleClassifier
-from sksnapshot._demo import demo_net, load_mnist1d
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+from ._common import mean_std, table_main
+from ._data import load_digits_split, load_mnist1d, make_net
+
 STRATEGIES = [  # (selection, weighting, combine)
     ("all", "uniform", "proba"),
     ("all", "optimize", "proba"),
@@ -32,15 +28,6 @@ STRATEGIES = [  # (selection, weighting, combine)
     ("greedy", "uniform", "proba"),
     ("all", "uniform", "weights"),
 ]
-
-
-def load_digits_split():
-    """scikit-learn's digits, half train, half test, standardised."""
-    X, y = load_digits(return_X_y=True)
-    X, X_test, y, y_test = train_test_split(X, y, test_size=0.5, random_state=0, stratify=y)
-    scaler = StandardScaler().fit(X)
-    return (scaler.transform(X).astype(np.float32), y,
-            scaler.transform(X_test).astype(np.float32), y_test)
 
 
 DATASETS = {"mnist1d": (load_mnist1d, 0.1), "digits": (load_digits_split, 0.05)}
@@ -61,12 +48,14 @@ def run(epochs_list, seeds, n_snapshots=5):
                     X, y, test_size=0.1, random_state=seed, stratify=y)
                 common = dict(validation_fraction=0.0, random_state=seed,
                               selection="all", weighting="uniform")
-                single = SnapshotEnsembleClassifier(demo_net(epochs, lr), n_snapshots=1, **common)
+                single = SnapshotEnsembleClassifier(make_net("mlp", epochs, lr), n_snapshots=1,
+                                                    **common)
                 single.fit(X_fit, y_fit)
                 rows.setdefault((name, epochs, "single net"), []).append(
                     (*_scores(single, X_test, y_test), 1))
-                clf = SnapshotEnsembleClassifier(demo_net(epochs, lr), n_snapshots=n_snapshots,
-                                                 **common).fit(X_fit, y_fit)
+                clf = SnapshotEnsembleClassifier(make_net("mlp", epochs, lr),
+                                                 n_snapshots=n_snapshots, **common)
+                clf.fit(X_fit, y_fit)
                 for selection, weighting, combine in STRATEGIES:
                     clf.set_params(selection=selection, weighting=weighting, combine=combine)
                     clf.select(X_val, y_val)
@@ -88,25 +77,18 @@ def table(rows, seeds):
     ]
     for (name, epochs, strategy), results in rows.items():
         acc, nll, members = np.array(results, dtype=float).T
-        lines.append(f"| {name} | {epochs} | {strategy} | {acc.mean():.3f} ± {acc.std():.3f} | "
-                     f"{nll.mean():.3f} ± {nll.std():.3f} | {members.mean():.1f} |")
+        lines.append(f"| {name} | {epochs} | {strategy} | {mean_std(acc)} | "
+                     f"{mean_std(nll)} | {members.mean():.1f} |")
     return "\n".join(lines)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 epochs, one seed, no file")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    epochs_list, seeds = ([3], [0]) if args.quick else ([20, 60], list(range(args.seeds)))
-    text = table(run(epochs_list, seeds), seeds)
-    print(text)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "selection.md").write_text(
-            "# Selection strategies\n\n`python -m benchmarks.selection`\n\n" + text + "\n")
+    def compute(args):
+        epochs_list, seeds = ([3], [0]) if args.quick else ([20, 60], list(range(args.seeds)))
+        return table(run(epochs_list, seeds), seeds)
+
+    table_main(argv, __doc__, "selection", "Selection strategies", compute,
+               quick_help="3 epochs, one seed, no file", seeds=3)
 
 
 if __name__ == "__main__":

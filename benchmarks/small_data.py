@@ -29,14 +29,19 @@ from scipy.special import logsumexp
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
+from sksnapshot import (
+    SnapshotEnsembleClassifier,
+    default_classifier_net,
+    optimize_weights,
+    select_members,
+    shrink_weights,
+)
 from sksnapshot._calibration import apply_temperature, fit_temperature
-from sksnapshot._selection import optimize_weights, select_members, shrink_weights
 
 from . import quality
+from ._common import RESULTS
 from ._data import SMALL_TASKS, make_net, scores
 
-RESULTS = pathlib.Path(__file__).parent / "results"
 BUDGETS = (50, 150)
 SEEDS = (0, 1, 2)
 N_SNAPSHOTS = 5

@@ -23,7 +23,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 
@@ -42,9 +41,9 @@ from sksnapshot import (
 )
 from sksnapshot._callbacks import copy_state_dict
 
+from ._common import quiet_process, results_dir, run_note, write_markdown
 from ._data import LOADERS, CNN1d
 
-RESULTS = pathlib.Path(__file__).parent / "results"
 THREADS = 1
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -436,11 +435,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
-    torch.set_num_threads(THREADS)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    out = args.out or (pathlib.Path(tempfile.mkdtemp(prefix="sksnapshot-speed-"))
-                       if args.quick else RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
+    quiet_process(THREADS, ignore=(UserWarning,))
+    out = results_dir(args.out, args.quick, "speed")
     start = time.perf_counter()
     if args.quick:  # digits: no data generation, tiny nets
         cfg = dict(data="digits", modules=["MLPModule (100,)"], epochs=2, pairs=2, rows=(256,),
@@ -454,10 +450,9 @@ def main(argv=None):
     text, train, pred = run(cfg, print_fn=print, start=start)
     print(text)
     command = "python -m benchmarks.speed" + (" --quick" if args.quick else "")
-    (out / "speed.md").write_text(
-        f"# Speed and memory\n\n`{command}` ({time.perf_counter() - start:.0f} s wall, "
-        f"{os.cpu_count()} CPUs, torch {torch.__version__})\n\n{text}\n\n"
-        "![training and prediction cost](speed.png)\n")
+    write_markdown(out / "speed.md", "Speed and memory",
+                   run_note(command, time.perf_counter() - start, shared=False), text,
+                   "![training and prediction cost](speed.png)")
     plot_speed(train, pred, out / "speed.png")
     print(f"\nwrote {out} ({time.perf_counter() - start:.0f} s)")
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
-from ._schedules import resolve_schedule
+from ._schedules import check_enough_iterations, learning_rate_table, resolve_schedule
 
 __all__ = ["CyclicSnapshots", "SnapshotRecord", "copy_state_dict"]
 
@@ -124,7 +124,10 @@ class CyclicSnapshots(Callback):
         "cosine": :func:`~sksnapshot.cosine_annealing_lr`; "linear":
         :func:`~sksnapshot.linear_cycles_lr` (fast geometric ensembling); or
         ``schedule(t, n_iter, n_cycles, lr, min_lr)`` giving the learning rate
-        of the steps ``t``. Evaluated once, for all steps, when training begins.
+        of the steps ``t``. Evaluated for all steps when training begins (and
+        when a resumed fit continues), and again whenever the divergence guard
+        halves the peak learning rate: a callable must give the same rates for
+        the same arguments.
     event_name : str, default="event_snapshot"
         History column set to True on the epochs in which a snapshot was taken
         (``PrintLog`` shows it as a ``+`` in a ``snapshot`` column).
@@ -141,9 +144,11 @@ class CyclicSnapshots(Callback):
         the rest of training is halved. None turns the guard off.
     checkpoint : object or None, default=None
         Something with ``save_snapshot(index, state)`` and
-        ``save_progress(net, callback)`` methods (see
-        :class:`~sksnapshot._checkpoint.CheckpointDir`), called when a snapshot
-        is taken and at the end of every epoch.
+        ``save_progress(net, callback)`` methods, called when a snapshot is
+        taken and at the end of every epoch. The estimators pass their own
+        when ``checkpoint_dir`` is set (see
+        :class:`~sksnapshot.SnapshotEnsembleClassifier`); ``progress_state``
+        and ``restore`` are what it saves and resumes from.
 
     Attributes
     ----------
@@ -236,13 +241,11 @@ class CyclicSnapshots(Callback):
                 "cycles cannot be planned."
             ) from exc
         self.n_iter_ = int(net.max_epochs) * n_batches
-        if self.n_iter_ < self.n_snapshots:
-            raise ValueError(
-                f"n_snapshots={self.n_snapshots} needs at least as many training "
-                f"iterations, but max_epochs={net.max_epochs} x {n_batches} "
-                f"batches per epoch gives only {self.n_iter_}. Train for more "
-                "epochs, use a smaller batch size or ask for fewer snapshots."
-            )
+        check_enough_iterations(
+            self.n_iter_, self.n_snapshots,
+            f"n_snapshots={self.n_snapshots} needs at least as many training iterations, "
+            f"but max_epochs={net.max_epochs} x {n_batches} batches per epoch gives only "
+            f"{self.n_iter_}.")
         if self._peaks is None:  # a resumed fit keeps the peaks it planned with
             self._peaks = [group["lr"] for group in net.optimizer_.param_groups]
         not_usable = [lr for lr in self._peaks if not (math.isfinite(lr) and lr > 0)]
@@ -267,19 +270,11 @@ class CyclicSnapshots(Callback):
 
     def _plan_lrs(self):
         """One learning-rate table per parameter group: a lookup per batch, no maths."""
-        lr_fn = resolve_schedule(self.schedule)[0]
-        steps = np.arange(self.n_iter_)
-        self._lrs = []
-        for peak in self._peaks:
-            peak = self.min_lr + (peak - self.min_lr) * self._lr_scale
-            lrs = np.asarray(lr_fn(steps, self.n_iter_, self.n_snapshots, lr=peak,
-                                   min_lr=self.min_lr), dtype=np.float64)
-            if lrs.shape != steps.shape or not np.all(np.isfinite(lrs)):
-                raise ValueError(
-                    f"The schedule must return one finite learning rate per step, got "
-                    f"an array of shape {lrs.shape} for {len(steps)} steps."
-                )
-            self._lrs.append(lrs)
+        self._lrs = [
+            learning_rate_table(self.schedule, self.n_iter_, self.n_snapshots,
+                                lr=self.min_lr + (peak - self.min_lr) * self._lr_scale,
+                                min_lr=self.min_lr)
+            for peak in self._peaks]
 
     # -- training -----------------------------------------------------------
     def on_epoch_begin(self, net, **kwargs):

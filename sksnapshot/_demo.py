@@ -6,10 +6,8 @@ import time
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, log_loss
-from skorch import NeuralNetClassifier
 
-from ._classifier import SnapshotEnsembleClassifier
-from ._modules import MLPModule
+from ._classifier import SnapshotEnsembleClassifier, default_classifier_net
 
 
 def load_mnist1d():
@@ -29,19 +27,10 @@ def load_mnist1d():
 
 
 def demo_net(max_epochs, lr):
-    """The net both contenders train: an MLP 512-512, SGD with momentum."""
-    return NeuralNetClassifier(
-        MLPModule,
-        module__hidden_layer_sizes=(512, 512),
-        criterion=torch.nn.CrossEntropyLoss,
-        optimizer=torch.optim.SGD,
-        optimizer__momentum=0.9,
-        optimizer__nesterov=True,
-        lr=lr,
-        max_epochs=max_epochs,
-        batch_size=128,
-        iterator_train__shuffle=True,
-    )
+    """The net both contenders train: the default net (SGD with Nesterov momentum)
+    with an MLP 512-512."""
+    return default_classifier_net().set_params(
+        module__hidden_layer_sizes=(512, 512), lr=lr, max_epochs=max_epochs)
 
 
 def run(max_epochs=60, lr=0.3, n_snapshots=5, seeds=(0, 1, 2), print_fn=print):

@@ -5,8 +5,10 @@ anything: training simply asks it for the learning rate of iteration ``t``.
 """
 
 import math
+from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, validate_params
 
 __all__ = [
     "cosine_annealing_lr",
@@ -16,6 +18,11 @@ __all__ = [
     "resolve_schedule",
     "snapshot_iterations",
 ]
+
+
+# Parameter constraints of the public functions (sklearn's validate_params).
+_N_ITER = Interval(Integral, 0, None, closed="left")
+_N_CYCLES = Interval(Integral, 1, None, closed="left")
 
 
 def _round_half_up(x):
@@ -30,6 +37,24 @@ def _check_steps(t, n_iter):
     return t_arr
 
 
+def check_enough_iterations(n_iter, n_cycles, why=None):
+    """Refuse a budget of fewer training iterations than cycles: each needs one.
+
+    ``why`` is the sentence that says so where the iterations come from; the
+    advice on what to change is the same everywhere.
+    """
+    if n_iter < n_cycles:
+        if why is None:
+            why = (f"Cannot split {n_iter} training iterations into {n_cycles} cycles: "
+                   "every cycle needs at least one iteration.")
+        raise ValueError(f"{why} Train for more epochs, use a smaller batch size or ask "
+                         "for fewer snapshots.")
+
+
+@validate_params(
+    {"n_iter": [_N_ITER], "n_cycles": [_N_CYCLES]},
+    prefer_skip_nested_validation=True,
+)
 def cycle_boundaries(n_iter, n_cycles):
     """Return the ``n_cycles + 1`` iteration boundaries of equal cycles.
 
@@ -58,18 +83,17 @@ def cycle_boundaries(n_iter, n_cycles):
     n_iter, n_cycles = int(n_iter), int(n_cycles)
     if n_cycles < 1:
         raise ValueError(f"n_cycles must be at least 1, got {n_cycles}.")
-    if n_iter < n_cycles:
-        raise ValueError(
-            f"Cannot split {n_iter} training iterations into {n_cycles} cycles: "
-            "every cycle needs at least one iteration. Train for more epochs, "
-            "use a smaller batch size or ask for fewer snapshots."
-        )
+    check_enough_iterations(n_iter, n_cycles)
     return np.array(
         [_round_half_up(k * n_iter / n_cycles) for k in range(n_cycles + 1)],
         dtype=np.int64,
     )
 
 
+@validate_params(
+    {"n_iter": [_N_ITER], "n_cycles": [_N_CYCLES]},
+    prefer_skip_nested_validation=True,
+)
 def snapshot_iterations(n_iter, n_cycles):
     """Return the iterations after which a snapshot is taken (cycle ends).
 
@@ -81,6 +105,11 @@ def snapshot_iterations(n_iter, n_cycles):
     return cycle_boundaries(n_iter, n_cycles)[1:] - 1
 
 
+@validate_params(
+    {"t": ["array-like", Integral], "n_iter": [_N_ITER],
+     "n_cycles": [_N_CYCLES], "lr": [Real], "min_lr": [Real]},
+    prefer_skip_nested_validation=True,
+)
 def cosine_annealing_lr(t, n_iter, n_cycles, lr, min_lr=0.0):
     """Cosine annealing with warm restarts (Huang et al., 2017).
 
@@ -122,6 +151,12 @@ def cosine_annealing_lr(t, n_iter, n_cycles, lr, min_lr=0.0):
     return float(out) if out.ndim == 0 else out
 
 
+@validate_params(
+    {"t": ["array-like", Integral], "n_iter": [_N_ITER],
+     "n_cycles": [_N_CYCLES], "lr": [Real], "min_lr": [Real], "warmup": [Real],
+     "cycle_peak": [Interval(Real, 0, 1, closed="right")]},
+    prefer_skip_nested_validation=True,
+)
 def linear_cycles_lr(t, n_iter, n_cycles, lr, min_lr=0.0, warmup=0.5, cycle_peak=0.5):
     """Fast geometric ensembling's schedule (Garipov et al., 2018).
 
@@ -178,15 +213,17 @@ def _linear_plan(n_iter, n_cycles, warmup):
     if not 0 <= warmup < 1:
         raise ValueError(f"warmup must lie in [0, 1), got {warmup}.")
     n_warmup = _round_half_up(warmup * n_iter)
-    if n_iter - n_warmup < n_cycles:
-        raise ValueError(
-            f"After a warm-up of {n_warmup} iterations, {n_iter - n_warmup} remain: "
-            f"too few for {n_cycles} cycles. Train for more epochs or ask for fewer "
-            "snapshots."
-        )
+    check_enough_iterations(
+        n_iter - n_warmup, n_cycles,
+        f"After a warm-up of {n_warmup} iterations, {n_iter - n_warmup} remain: too few "
+        f"for {n_cycles} cycles.")
     return n_warmup, cycle_boundaries(n_iter - n_warmup, n_cycles)
 
 
+@validate_params(
+    {"n_iter": [_N_ITER], "n_cycles": [_N_CYCLES], "warmup": [Real]},
+    prefer_skip_nested_validation=True,
+)
 def linear_snapshot_iterations(n_iter, n_cycles, warmup=0.5):
     """The low points of :func:`linear_cycles_lr`: the last step of each cycle.
 
@@ -203,6 +240,24 @@ SCHEDULES = {
     "cosine": (cosine_annealing_lr, snapshot_iterations),
     "linear": (linear_cycles_lr, linear_snapshot_iterations),
 }
+
+
+def learning_rate_table(schedule, n_iter, n_cycles, lr, min_lr):
+    """The learning rate of every step ``0 .. n_iter - 1``, float64, checked.
+
+    ``schedule`` is a name or a callable, as for :func:`resolve_schedule`. The
+    one place where a schedule is evaluated over a whole budget: training
+    (one table per parameter group) and plotting both ask here.
+    """
+    lr_fn = resolve_schedule(schedule)[0]
+    steps = np.arange(n_iter)
+    lrs = np.asarray(lr_fn(steps, n_iter, n_cycles, lr=lr, min_lr=min_lr), dtype=np.float64)
+    if lrs.shape != steps.shape or not np.all(np.isfinite(lrs)):
+        raise ValueError(
+            f"The schedule must return one finite learning rate per step, got "
+            f"an array of shape {lrs.shape} for {len(steps)} steps."
+        )
+    return lrs
 
 
 def resolve_schedule(schedule):

@@ -8,10 +8,13 @@ as ``(indices, weights)``: the chosen members in ascending order and their
 weights in the average, which sum to 1.
 """
 
+from numbers import Integral, Real
+
 import numpy as np
 from scipy.optimize import minimize
+from sklearn.utils._param_validation import validate_params
 
-from .metrics import _disagreement_rate
+from .metrics import _disagreement_rate, _holds_integers
 
 __all__ = [
     "disagreement_matrix",
@@ -61,9 +64,7 @@ def _check_probas_y(probas, y):
             f"y must be 1-D with one label per validation row ({probas.shape[1]}), "
             f"got shape {y.shape}."
         )
-    if y.dtype.kind not in "iub" and not (
-        y.dtype.kind == "f" and np.all(y == np.round(y))
-    ):
+    if not _holds_integers(y):
         raise ValueError(f"y must hold encoded integer labels, got dtype {y.dtype}.")
     n_classes = probas.shape[2]
     if np.any((y < 0) | (y >= n_classes)):
@@ -103,11 +104,25 @@ def _mixture_log_loss(true_proba, weights):
     return _nll(weights @ true_proba)
 
 
+def _mixture_nll_and_grad(weights, true_proba):
+    """Log-loss of the weighted average of members and its gradient in the weights."""
+    mixture = weights @ true_proba
+    clipped = mixture < _EPS
+    mixture = np.maximum(mixture, _EPS)
+    # d loss / d weights; clipped rows are flat in the weights.
+    grad = -np.mean(np.where(clipped, 0.0, true_proba / mixture), axis=1)
+    return -np.mean(np.log(mixture)), grad
+
+
 def _uniform(n):
     """Uniform weights over n members."""
     return np.full(n, 1.0 / n)
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
 def member_scores(probas, y):
     """Validation accuracy and log-loss of every member.
 
@@ -138,6 +153,10 @@ def member_scores(probas, y):
     return {"accuracy": accuracy, "log_loss": _nll(_true_class_proba(probas, y))}
 
 
+@validate_params(
+    {"probas": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
 def disagreement_matrix(probas):
     """Pairwise disagreement between members' predicted labels.
 
@@ -193,6 +212,11 @@ def select_last(n_snapshots, n_members=None):
     return np.arange(n_snapshots - n_members, n_snapshots), _uniform(n_members)
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "n_members": [Integral, None],
+     "max_steps": [Integral, None]},
+    prefer_skip_nested_validation=True,
+)
 def select_greedy(probas, y, n_members=None, max_steps=None):
     """Greedy forward selection with replacement (Caruana et al., 2004).
 
@@ -285,6 +309,10 @@ def forward_selection(mixture_loss, n_snapshots, n_members=None, max_steps=None)
     return indices, best_counts[indices] / best_counts.sum()
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "n_members": [Integral, None]},
+    prefer_skip_nested_validation=True,
+)
 def select_diverse(probas, y, n_members=None):
     """An accurate and mutually disagreeing subset, uniformly weighted.
 
@@ -363,6 +391,10 @@ def select_diverse(probas, y, n_members=None):
     return indices, _uniform(n_members)
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "indices": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def optimize_weights(probas, y, indices=None):
     """Member weights on the simplex minimising the validation log-loss.
 
@@ -400,15 +432,8 @@ def optimize_weights(probas, y, indices=None):
     indices = _check_indices(indices, probas.shape[0])
     true_proba = _true_class_proba(probas[indices], y)
 
-    def loss_and_grad(weights):
-        mixture = weights @ true_proba
-        clipped = mixture < _EPS
-        mixture = np.maximum(mixture, _EPS)
-        # d loss / d weights; clipped rows are flat in the weights.
-        grad = -np.mean(np.where(clipped, 0.0, true_proba / mixture), axis=1)
-        return -np.mean(np.log(mixture)), grad
-
-    return optimize_simplex(loss_and_grad, len(indices))
+    return optimize_simplex(lambda weights: _mixture_nll_and_grad(weights, true_proba),
+                            len(indices))
 
 
 def optimize_simplex(loss_and_grad, n, start=None):
@@ -480,6 +505,11 @@ def shrink_penalty(weights, prior, strength):
     return penalty, -strength * prior / safe
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "indices": ["array-like", None],
+     "prior_rows": [Real]},
+    prefer_skip_nested_validation=True,
+)
 def shrink_weights(probas, y, indices=None, prior_rows=PRIOR_ROWS):
     """Member weights fitted on validation rows, shrunk towards the last two members.
 
@@ -543,12 +573,9 @@ def shrink_weights(probas, y, indices=None, prior_rows=PRIOR_ROWS):
     strength = prior_rows / len(y)
 
     def loss_and_grad(weights):
-        mixture = weights @ true_proba
-        clipped = mixture < _EPS
-        mixture = np.maximum(mixture, _EPS)
+        loss, grad = _mixture_nll_and_grad(weights, true_proba)
         penalty, grad_penalty = shrink_penalty(weights, prior, strength)
-        grad = -np.mean(np.where(clipped, 0.0, true_proba / mixture), axis=1)
-        return -np.mean(np.log(mixture)) + penalty, grad + grad_penalty
+        return loss + penalty, grad + grad_penalty
 
     # Start between the prior and uniform: every weight positive, near the answer
     # when the prior dominates.
@@ -556,6 +583,11 @@ def shrink_weights(probas, y, indices=None, prior_rows=PRIOR_ROWS):
                             start=0.5 * prior + 0.5 * _uniform(len(indices)))
 
 
+@validate_params(
+    {"probas": ["array-like"], "y": ["array-like"], "selection": [str],
+     "n_members": [Integral, None], "weighting": [str], "prior_rows": [Real]},
+    prefer_skip_nested_validation=True,
+)
 def select_members(probas, y, selection, n_members=None, weighting="uniform",
                    prior_rows=PRIOR_ROWS):
     """Choose and weight ensemble members on validation predictions.

@@ -10,6 +10,7 @@ matrix of predicted probabilities whose column ``k`` belongs to class ``k``
 import numpy as np
 from sklearn.metrics import log_loss
 from sklearn.utils import Bunch
+from sklearn.utils._param_validation import validate_params
 from sklearn.utils.validation import check_array, check_consistent_length
 
 __all__ = [
@@ -31,20 +32,23 @@ def _check_proba(proba, name="proba"):
     return proba
 
 
+def _holds_integers(y):
+    """Whether an array holds integer labels: an integer or bool dtype, or integral
+    floats (e.g. from pandas), which are harmless."""
+    return y.dtype.kind in "iub" or (y.dtype.kind == "f" and bool(np.all(y == np.round(y))))
+
+
 def _encode_labels(y_true, n_classes, classes):
     """Map labels to column indices 0 .. n_classes - 1, through ``classes`` if given."""
     y_true = check_array(y_true, ensure_2d=False, dtype=None, input_name="y_true")
     if y_true.ndim != 1:
         raise ValueError(f"y_true must be 1-D, got shape {y_true.shape}.")
     if classes is None:
-        if y_true.dtype.kind not in "iub":
-            # Integral floats (e.g. from pandas) are harmless; anything else
-            # needs an explicit column order.
-            if y_true.dtype.kind != "f" or np.any(y_true != np.round(y_true)):
-                raise ValueError(
-                    "y_true must hold integer labels 0 .. n_classes - 1; pass "
-                    "`classes` to use other labels (e.g. strings)."
-                )
+        if not _holds_integers(y_true):  # anything else needs an explicit column order
+            raise ValueError(
+                "y_true must hold integer labels 0 .. n_classes - 1; pass "
+                "`classes` to use other labels (e.g. strings)."
+            )
         codes = y_true.astype(np.intp)
         bad = (codes < 0) | (codes >= n_classes)
         if np.any(bad):
@@ -283,6 +287,10 @@ def _entropy(proba):
     return -terms.sum(axis=-1)
 
 
+@validate_params(
+    {"member_probas": ["array-like"], "weights": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def uncertainty_decomposition(member_probas, weights=None):
     r"""Split an ensemble's predictive entropy into aleatoric and epistemic parts.
 
@@ -373,6 +381,11 @@ def uncertainty_decomposition(member_probas, weights=None):
                  disagreement=disagreement, proba=mixture)
 
 
+@validate_params(
+    {"member_means": ["array-like"], "member_variances": ["array-like", None],
+     "weights": ["array-like", None]},
+    prefer_skip_nested_validation=True,
+)
 def variance_decomposition(member_means, member_variances=None, weights=None):
     r"""Split a regression ensemble's predictive variance into aleatoric and epistemic parts.
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._schedules import resolve_schedule
+from ._schedules import learning_rate_table, resolve_schedule
 from .metrics import (
     expected_calibration_error,
     negative_log_likelihood,
@@ -68,18 +68,12 @@ def _schedule_from_args(schedule, n_iter, n_snapshots, lr, min_lr):
             "To plot a schedule without a fitted estimator, give schedule, n_iter, "
             f"n_snapshots and lr; missing: {', '.join(missing)}."
         )
-    lr_fn, snapshot_fn = resolve_schedule("cosine" if schedule is None else schedule)
+    schedule = "cosine" if schedule is None else schedule
+    snapshot_fn = resolve_schedule(schedule)[1]
     n_iter, n_snapshots = int(n_iter), int(n_snapshots)
     if n_iter < 1:
         raise ValueError(f"n_iter must be a positive integer, got {n_iter}.")
-    steps = np.arange(n_iter)
-    lrs = np.asarray(lr_fn(steps, n_iter, n_snapshots, lr=lr, min_lr=min_lr),
-                     dtype=np.float64)
-    if lrs.shape != steps.shape:
-        raise ValueError(
-            f"The schedule must return one learning rate per step, got an array of "
-            f"shape {lrs.shape} for {n_iter} steps."
-        )
+    lrs = learning_rate_table(schedule, n_iter, n_snapshots, lr=lr, min_lr=min_lr)
     return lrs, np.asarray(snapshot_fn(n_iter, n_snapshots), dtype=np.int64)
 
 

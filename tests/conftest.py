@@ -14,6 +14,18 @@ from sksnapshot import default_classifier_net
 torch.set_num_threads(1)
 
 
+class TokensAndFeatures(torch.nn.Module):
+    """Two inputs (a dict of arrays): token ids (integers, for an embedding) and float features."""
+
+    def __init__(self, n_classes, vocabulary=7):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocabulary, 3)
+        self.head = torch.nn.Linear(3 + 2, n_classes)
+
+    def forward(self, ids, x):
+        return self.head(torch.cat([self.embed(ids).mean(dim=1), x], dim=1))
+
+
 def tiny_net(**overrides):
     """A net small and short enough for unit tests (well under a second a fit)."""
     params = dict(module__hidden_layer_sizes=(16,), lr=0.1, max_epochs=6, batch_size=32)

@@ -22,7 +22,7 @@ from sksnapshot import (
 )
 from sksnapshot._calibration import apply_temperature
 
-from .conftest import tiny_net
+from .conftest import TokensAndFeatures, tiny_net
 
 
 class Wide(torch.nn.Module):
@@ -458,18 +458,6 @@ class TinyCNN(torch.nn.Module):
 
     def forward(self, X):
         return self.head(torch.relu(self.conv(X)).mean(dim=(2, 3)))
-
-
-class TokensAndFeatures(torch.nn.Module):
-    """Two inputs: token ids (integers, for an embedding) and float features."""
-
-    def __init__(self, n_classes, vocabulary=7):
-        super().__init__()
-        self.embed = torch.nn.Embedding(vocabulary, 3)
-        self.head = torch.nn.Linear(3 + 2, n_classes)
-
-    def forward(self, ids, x):
-        return self.head(torch.cat([self.embed(ids).mean(dim=1), x], dim=1))
 
 
 class SequenceRegressor(torch.nn.Module):

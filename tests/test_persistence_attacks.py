@@ -34,7 +34,7 @@ from sksnapshot import (
 )
 from sksnapshot._persistence import METADATA_MAX_BYTES, METADATA_MAX_CONTAINERS
 
-from .conftest import tiny_net
+from .conftest import TokensAndFeatures, tiny_net
 
 try:
     import resource
@@ -281,6 +281,29 @@ def _tolerance(metadata, original):
     return 0.0 if same else 1e-6
 
 
+def _check_a_random_edit(saved, data, same_predictions):
+    """Edit the saved metadata at random; if it still loads, ``same_predictions(loaded,
+    fitted, X, tolerance)`` checks that it predicts as the saved ensemble did."""
+    directory, fitted = saved
+    original = json.loads((directory / "metadata.json").read_text())
+    metadata = data.draw(_edited(original))
+    loaded = _load_edited(directory, metadata)
+    if loaded is not None:
+        same_predictions(loaded, fitted, data_rows(), _tolerance(metadata, original))
+
+
+def _same_proba(loaded, clf, X, tolerance):
+    proba = loaded.predict_proba(X)
+    assert np.all(proba >= 0) and np.allclose(proba.sum(axis=1), 1)
+    np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=0, atol=tolerance)
+
+
+def _same_mean_and_std(loaded, reg, X, tolerance):
+    for got, expected in zip(loaded.predict(X, return_std=True), reg.predict(X, return_std=True)):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
+
+
 _SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                      suppress_health_check=[HealthCheck.function_scoped_fixture,
                                             HealthCheck.too_slow])
@@ -289,45 +312,13 @@ _SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
 @_SETTINGS
 @given(data=st.data())
 def test_a_randomly_edited_classifier_file_loads_right_or_not_at_all(classifier, data):
-    directory, clf = classifier
-    X = data_rows()
-    original = json.loads((directory / "metadata.json").read_text())
-    metadata = data.draw(_edited(original))
-    loaded = _load_edited(directory, metadata)
-    if loaded is None:
-        return
-    proba = loaded.predict_proba(X)
-    assert np.all(proba >= 0) and np.allclose(proba.sum(axis=1), 1)
-    np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=0,
-                               atol=_tolerance(metadata, original))
+    _check_a_random_edit(classifier, data, _same_proba)
 
 
 @_SETTINGS
 @given(data=st.data())
 def test_a_randomly_edited_regressor_file_loads_right_or_not_at_all(regressor, data):
-    directory, reg = regressor
-    X = data_rows()
-    original = json.loads((directory / "metadata.json").read_text())
-    metadata = data.draw(_edited(original))
-    loaded = _load_edited(directory, metadata)
-    if loaded is None:
-        return
-    tolerance = _tolerance(metadata, original)
-    for got, expected in zip(loaded.predict(X, return_std=True), reg.predict(X, return_std=True)):
-        assert got.shape == expected.shape
-        np.testing.assert_allclose(got, expected, rtol=0, atol=tolerance)
-
-
-class TokensAndFeatures(torch.nn.Module):
-    """Two inputs, as a dict: token ids (int64, for an embedding) and float features."""
-
-    def __init__(self, n_classes, vocabulary=7):
-        super().__init__()
-        self.embed = torch.nn.Embedding(vocabulary, 3)
-        self.head = torch.nn.Linear(3 + 2, n_classes)
-
-    def forward(self, ids, x):
-        return self.head(torch.cat([self.embed(ids).mean(dim=1), x], dim=1))
+    _check_a_random_edit(regressor, data, _same_mean_and_std)
 
 
 def _dict_rows(n):

@@ -4,14 +4,11 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn.datasets import make_classification
 from sklearn.exceptions import NotFittedError
-from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
 
 from sksnapshot import (
     SnapshotEnsembleClassifier,
-    default_classifier_net,
     linear_snapshot_iterations,
     snapshot_iterations,
 )
@@ -33,13 +30,9 @@ from sksnapshot.plotting import (  # noqa: E402
     plot_staged_scores,
 )
 
+from .conftest import tiny_net  # noqa: E402
+
 N_SNAPSHOTS = 3
-
-
-def small_net(**overrides):
-    params = dict(module__hidden_layer_sizes=(16,), lr=0.1, max_epochs=6, batch_size=32)
-    params.update(overrides)
-    return default_classifier_net().set_params(**params)
 
 
 @pytest.fixture(autouse=True)
@@ -49,18 +42,9 @@ def close_figures():
 
 
 @pytest.fixture(scope="module")
-def xy():
-    X, y = make_classification(
-        n_samples=120, n_features=6, n_informative=4, n_redundant=0, n_classes=3,
-        random_state=0,
-    )
-    return StandardScaler().fit_transform(X), y
-
-
-@pytest.fixture(scope="module")
-def clf(xy):
-    X, y = xy
-    return SnapshotEnsembleClassifier(small_net(), n_snapshots=N_SNAPSHOTS,
+def clf(data):
+    X, y = data
+    return SnapshotEnsembleClassifier(tiny_net(), n_snapshots=N_SNAPSHOTS,
                                       random_state=0).fit(X, y)
 
 
@@ -82,9 +66,9 @@ def test_lr_schedule_from_estimator(clf):
     np.testing.assert_allclose(snap_line.get_ydata(), np.asarray(recorded_lrs(clf))[expected])
 
 
-def test_lr_schedule_uses_the_fitted_plan(xy):
-    X, y = xy
-    clf = SnapshotEnsembleClassifier(small_net(), n_snapshots=N_SNAPSHOTS, schedule="linear",
+def test_lr_schedule_uses_the_fitted_plan(data):
+    X, y = data
+    clf = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=N_SNAPSHOTS, schedule="linear",
                                      random_state=0).fit(X, y)
     clf.set_params(n_snapshots=2, schedule="cosine")  # changed after fit
     np.testing.assert_array_equal(plot_lr_schedule(clf).lines[1].get_xdata(),
@@ -121,14 +105,14 @@ def test_lr_schedule_callable():
     np.testing.assert_array_equal(ax.lines[1].get_xdata(), [3, 7, 11])
 
 
-def test_lr_schedule_interrupted_fit(xy):
+def test_lr_schedule_interrupted_fit(data):
     class StopAfter(Callback):
         def on_epoch_end(self, net, **kwargs):
             if len(net.history) == 4:
                 raise KeyboardInterrupt
 
-    X, y = xy
-    net = small_net(callbacks=[("stop", StopAfter())])
+    X, y = data
+    net = tiny_net(callbacks=[("stop", StopAfter())])
     with pytest.warns(RuntimeWarning, match="Training stopped"):
         clf = SnapshotEnsembleClassifier(net, n_snapshots=N_SNAPSHOTS, random_state=0).fit(X, y)
     assert len(clf.snapshots_) == 2
@@ -150,7 +134,7 @@ def test_lr_schedule_errors(clf):
     with pytest.raises(ValueError, match="schedule must be one of"):
         plot_lr_schedule(schedule="step", n_iter=10, n_snapshots=2, lr=0.1)
     with pytest.raises(NotFittedError):
-        plot_lr_schedule(SnapshotEnsembleClassifier(small_net()))
+        plot_lr_schedule(SnapshotEnsembleClassifier(tiny_net()))
 
 
 # -- plot_disagreement --------------------------------------------------------------
@@ -165,9 +149,9 @@ def test_disagreement_heatmap(clf):
     assert bold == [str(i) for i in clf.members_]
 
 
-def test_disagreement_highlights_diverse_members(xy):
-    X, y = xy
-    clf = SnapshotEnsembleClassifier(small_net(), n_snapshots=N_SNAPSHOTS, n_members=2,
+def test_disagreement_highlights_diverse_members(data):
+    X, y = data
+    clf = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=N_SNAPSHOTS, n_members=2,
                                      selection="diverse", validation_fraction=0.3,
                                      random_state=0).fit(X, y)
     _, ax = plt.subplots()
@@ -178,9 +162,9 @@ def test_disagreement_highlights_diverse_members(xy):
     assert bold == clf.members_.tolist()
 
 
-def test_disagreement_needs_validation_rows(xy):
-    X, y = xy
-    clf = SnapshotEnsembleClassifier(small_net(), n_snapshots=N_SNAPSHOTS, selection="last",
+def test_disagreement_needs_validation_rows(data):
+    X, y = data
+    clf = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=N_SNAPSHOTS, selection="last",
                                      weighting="uniform", validation_fraction=0.0,
                                      random_state=0).fit(X, y)
     assert clf.disagreement_ is None
@@ -192,8 +176,8 @@ def test_disagreement_needs_validation_rows(xy):
 
 
 # -- plot_reliability_diagram ---------------------------------------------------------
-def test_reliability_single_and_dict(clf, xy):
-    X, y = xy
+def test_reliability_single_and_dict(clf, data):
+    X, y = data
     proba = clf.predict_proba(X)
     ax = plot_reliability_diagram(y, proba, n_bins=5)
     assert isinstance(ax, Axes)
@@ -233,8 +217,8 @@ def test_reliability_errors():
 
 
 # -- plot_staged_scores ----------------------------------------------------------------
-def test_staged_scores(clf, xy):
-    X, y = xy
+def test_staged_scores(clf, data):
+    X, y = data
     ax = plot_staged_scores(clf, X, y)
     assert isinstance(ax, Axes)
     assert len(ax.figure.axes) == 2  # accuracy and its log-loss twin
@@ -250,10 +234,10 @@ def test_staged_scores(clf, xy):
     assert acc_line.get_ydata()[-1] == pytest.approx(clf.score(X, y))
 
 
-def test_staged_scores_string_labels(xy):
-    X, y = xy
+def test_staged_scores_string_labels(data):
+    X, y = data
     names = np.array(["cat", "dog", "emu"])[y]
-    clf = SnapshotEnsembleClassifier(small_net(), n_snapshots=N_SNAPSHOTS,
+    clf = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=N_SNAPSHOTS,
                                      random_state=0).fit(X, names)
     _, ax = plt.subplots()
     assert plot_staged_scores(clf, X, names, ax=ax) is ax

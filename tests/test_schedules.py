@@ -84,3 +84,17 @@ def test_resolve_schedule():
     assert resolve_schedule(custom) == (custom, snapshot_iterations)
     with pytest.raises(ValueError, match="schedule must be one of"):
         resolve_schedule("step")
+
+
+def test_public_helpers_validate_parameter_types_as_the_estimators_do():
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from sksnapshot import member_scores, uncertainty_decomposition
+
+    with pytest.raises(InvalidParameterError, match="'n_iter' parameter of cycle_boundaries"):
+        cycle_boundaries("10", 2)
+    with pytest.raises(InvalidParameterError, match="'probas' parameter of member_scores"):
+        member_scores(3, [0])
+    with pytest.raises(InvalidParameterError,
+                       match="'weights' parameter of uncertainty_decomposition"):
+        uncertainty_decomposition([[[1.0]]], weights="uniform")
