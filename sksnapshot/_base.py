@@ -8,7 +8,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
@@ -73,9 +73,13 @@ class BaseSnapshotEnsemble(BaseEstimator):
       ``validation_scores_``), and ``_clear_validation_results()`` when there
       are none;
     - ``_default_weighting`` and ``_default_calibration``: what "auto" means;
-      ``_calibrate(X_valid, y_valid)``: fit the calibration of the combined
-      prediction on the validation rows (X_valid None: none).
+      ``_fit_calibration(X_valid, y_valid)``: the calibration of the combined
+      prediction fitted on validation rows, kept as ``_calibration_attribute``
+      (1.0 without validation rows or with ``calibration=None``);
+    - ``_target_checks``: keyword arguments of ``validate_data`` for ``y``.
     """
+
+    _target_checks = {}
 
     _parameter_constraints = {
         "net": "no_validation",
@@ -169,10 +173,38 @@ class BaseSnapshotEnsemble(BaseEstimator):
         return X, self._encode_targets(y)
 
     # -- training -----------------------------------------------------------
-    def _fit(self, X, y, X_valid=None, y_valid=None, **y_params):
-        """Validate, train once and choose members: the body of every ``fit``."""
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, X_valid=None, y_valid=None):
+        """Train the net once through ``n_snapshots`` cycles and keep the snapshots.
+
+        Parameters
+        ----------
+        X : array-like, dict of arrays or torch Dataset
+            Training samples, as skorch takes them: a 2-D array-like of shape
+            (n_samples, n_features) (validated by scikit-learn and converted to
+            float32); an array or tensor of rank >= 3 with samples first
+            (images, sequences; floats become float32, integers are kept); a
+            dict of such arrays (a module taking several inputs); or a
+            ``torch.utils.data.Dataset`` of ``(X, y)`` items.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+            Class labels of any type scikit-learn accepts (classifier), or
+            numeric targets, converted to float32 (regressor). May be None only
+            when ``X`` is a Dataset: they are then read from its ``targets``
+            attribute (as torchvision's datasets have), a ``TensorDataset``'s
+            second tensor, or one pass over its items.
+        X_valid, y_valid : default=None
+            Rows to choose members on (and to report ``valid_loss``),
+            instead of holding out ``validation_fraction`` of ``X``; the same
+            kinds as ``X, y``. E.g. the validation images without the random
+            augmentation of the training Dataset.
+
+        Returns
+        -------
+        self : object
+            The fitted ensemble.
+        """
         self._check_member_settings()
-        X, y = self._validate_fit_inputs(X, y, **y_params)
+        X, y = self._validate_fit_inputs(X, y, **self._target_checks)
         y, data_kwargs = self._validate_targets(y)
         if isinstance(X, np.ndarray) and X.ndim == 2:  # a width only makes sense for 2-D rows
             data_kwargs["n_features"] = X.shape[1]
@@ -293,7 +325,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
             weights = prior_weights(k) if weighting == "shrink" else np.full(k, 1.0 / k)
             self.members_, self.weights_ = members[weights > 0], weights[weights > 0]
         self.averaged_state_ = self._average_weights(X_bn) if self.combine == "weights" else None
-        self._calibrate(X_valid, y_valid)
+        calibrate = X_valid is not None and self._calibration() is not None
+        setattr(self, self._calibration_attribute,
+                self._fit_calibration(X_valid, y_valid) if calibrate else 1.0)
 
     def _average_weights(self, X_bn):
         """Stochastic weight averaging of the chosen snapshots into one state.

@@ -2,7 +2,7 @@
 
 import numpy as np
 import torch
-from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
@@ -244,37 +244,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     # Both measured on benchmarks/small_data.py (results/small_data.md).
     _default_weighting = "shrink"
     _default_calibration = "temperature"
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, X_valid=None, y_valid=None):
-        """Train the net once through ``n_snapshots`` cycles and keep the snapshots.
-
-        Parameters
-        ----------
-        X : array-like, dict of arrays or torch Dataset
-            Training samples, as skorch takes them: a 2-D array-like of shape
-            (n_samples, n_features) (validated by scikit-learn and converted to
-            float32); an array or tensor of rank >= 3 with samples first
-            (images, sequences; floats become float32, integers are kept); a
-            dict of such arrays (a module taking several inputs); or a
-            ``torch.utils.data.Dataset`` of ``(X, y)`` items.
-        y : array-like of shape (n_samples,), default=None
-            Class labels of any type scikit-learn accepts. May be None only
-            when ``X`` is a Dataset: its labels are then read from its
-            ``targets`` attribute (as torchvision's datasets have), a
-            ``TensorDataset``'s second tensor, or one pass over its items.
-        X_valid, y_valid : default=None
-            Rows to choose members on (and to report ``valid_loss``),
-            instead of holding out ``validation_fraction`` of ``X``; the same
-            kinds as ``X, y``. E.g. the validation images without the random
-            augmentation of the training Dataset.
-
-        Returns
-        -------
-        self : SnapshotEnsembleClassifier
-            The fitted ensemble.
-        """
-        return self._fit(X, y, X_valid, y_valid)
+    _calibration_attribute = "temperature_"
 
     def _validate_targets(self, y):
         check_classification_targets(y)
@@ -300,11 +270,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         self.disagreement_ = disagreement_matrix(probas)
         return select_members(probas, y, self.selection, n_members, weighting)
 
-    def _calibrate(self, X_valid, y_valid):
-        self.temperature_ = 1.0
-        if X_valid is not None and self._calibration() == "temperature":
-            proba = _normalise(self._weighted_outputs(X_valid))
-            self.temperature_ = fit_temperature(_log(proba), y_valid)
+    def _fit_calibration(self, X_valid, y_valid):
+        return fit_temperature(_log(_normalise(self._weighted_outputs(X_valid))), y_valid)
 
     def _calibrated(self, proba):
         """Normalised, temperature-scaled, finite probabilities from a weighted average."""

@@ -1079,6 +1079,24 @@ class _Probes:
         return None, error
 
 
+def _run_probes(probes, module, make, meta_path, what):
+    """The module's outputs on probe inputs, or ``(None, why it could not be run)``.
+
+    Rows of a 2-D width the module fails on are refused: the file's width is
+    wrong. ``what`` describes the inputs, ``{}`` standing for the field and shape.
+    """
+    out, error = probes.run(module, make)
+    if error is None:
+        return out, None
+    if probes.rows:
+        raise _refuse(meta_path, probes.field,
+                      f"is {probes.shape[0]}, but the module fails on rows of that "
+                      f"width: {type(error).__name__}: {_short(str(error))}") from None
+    inputs = what.format(f"{probes.field} {_short(_plain_shape(probes.shape))}")
+    return None, (f"the module fails on {inputs}: "
+                  f"{type(error).__name__}: {_short(str(error))}")
+
+
 def _probability_rows(device):
     """Probe samples for the probabilities check: a zero and four random ones (floats)."""
     generator = torch.Generator().manual_seed(0)
@@ -1238,32 +1256,19 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     module = net_.module_
     module.eval()
     if meta_width is None and unchecked is None:
-        out, error = probes.run(module, lambda dims, dtype: torch.zeros(
-            (2, *dims), dtype=dtype, device=device))
-        if error is not None and probes.rows:
-            raise _refuse(meta_path, probes.field,
-                          f"is {probes.shape[0]}, but the module fails on rows of that "
-                          f"width: {type(error).__name__}: {_short(str(error))}") from None
-        if error is not None:
-            unchecked = (f"the module fails on zeros of {probes.field} "
-                         f"{_short(_plain_shape(probes.shape))} (each input float32 or "
-                         f"int64): {type(error).__name__}: {_short(str(error))}")
-        else:
+        out, unchecked = _run_probes(
+            probes, module, lambda dims, dtype: torch.zeros((2, *dims), dtype=dtype,
+                                                            device=device),
+            meta_path, "zeros of {} (each input float32 or int64)")
+        if unchecked is None:
             real_width = _output_width(out)
             if real_width != width:
                 raise _refuse(meta_path, field, f"{reason}, but the module returns "
                                                 f"{real_width} values per row.")
     if nll and unchecked is None:
-        out, error = probes.run(module, _probability_rows(device))
-        if error is not None and probes.rows:
-            raise _refuse(meta_path, probes.field,
-                          f"is {probes.shape[0]}, but the module fails on rows of that "
-                          f"width: {type(error).__name__}: {_short(str(error))}") from None
-        if error is not None:
-            unchecked = (f"the module fails on {probes.field} "
-                         f"{_short(_plain_shape(probes.shape))} inputs: "
-                         f"{type(error).__name__}: {_short(str(error))}")
-        elif not _are_distributions(out):
+        out, unchecked = _run_probes(probes, module, _probability_rows(device), meta_path,
+                                     "{} inputs")
+        if unchecked is None and not _are_distributions(out):
             raise _refuse(meta_path, "criterion", "is NLLLoss, so the module must return "
                                                   "probabilities (skorch applies no softmax), "
                                                   "but its outputs are not distributions.")

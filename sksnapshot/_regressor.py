@@ -2,7 +2,7 @@
 
 import numpy as np
 import torch
-from sklearn.base import RegressorMixin, _fit_context
+from sklearn.base import RegressorMixin
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import StrOptions
 from skorch import NeuralNetRegressor
@@ -140,34 +140,13 @@ feature_names_in_, sample_shape_
     # cost ~10 % RMSE on diabetes, the variance scale brings +-2 sigma coverage near 0.95.
     _default_weighting = "optimize"
     _default_calibration = "variance"
+    _calibration_attribute = "variance_scale_"
+    _target_checks = {"multi_output": True, "y_numeric": True}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, X_valid=None, y_valid=None):
-        """Train the net once through ``n_snapshots`` cycles and keep the snapshots.
-
-        Parameters
-        ----------
-        X : array-like, dict of arrays or torch Dataset
-            Training samples, of the kinds :meth:`SnapshotEnsembleClassifier.fit`
-            accepts.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
-            Targets; converted to float32. May be None only when ``X`` is a
-            Dataset whose items carry them.
-        X_valid, y_valid : default=None
-            Rows to choose members on instead of holding out
-            ``validation_fraction`` of ``X``.
-
-        Returns
-        -------
-        self : SnapshotEnsembleRegressor
-            The fitted ensemble.
-        """
-        return self._fit(X, y, X_valid, y_valid, multi_output=True, y_numeric=True)
 
     def _validate_targets(self, y):
         y = np.asarray(y)
@@ -213,11 +192,9 @@ feature_names_in_, sample_shape_
         return select_regression_members(means, y, self.selection, n_members,
                                          weighting, variances)
 
-    def _calibrate(self, X_valid, y_valid):
-        self.variance_scale_ = 1.0
-        if X_valid is not None and self._calibration() == "variance":
-            parts = self._mixture(X_valid)
-            self.variance_scale_ = fit_variance_scale(parts.mean, parts.total, y_valid)
+    def _fit_calibration(self, X_valid, y_valid):
+        parts = self._mixture(X_valid)
+        return fit_variance_scale(parts.mean, parts.total, y_valid)
 
     def _mixture(self, X):
         """The mixture's mean and uncalibrated variance parts, per row and target.
