@@ -40,9 +40,12 @@ def test_quality_main_table(tmp_path):
     header = _header(text, "data")
     assert header == ["data", "model", "lr", "method", "accuracy", "NLL", "Brier", "ECE",
                       "members", "fit time (s)", "time / single"]
-    body = _table_rows(text, "digits")
+    body = [r for r in _table_rows(text, "digits") if len(r) == len(header)]
     assert [r[3] for r in body] == quality.METHODS
-    assert all(len(r) == len(header) for r in body)
+    # The calibrated log-loss table: the default, FGE and the references, DEE per seed.
+    cll = {r[3]: r for r in _table_rows(text, "digits") if len(r) == 6}
+    assert set(cll) == {quality.SINGLE, quality.DEFAULT, quality.LINEAR, quality.DEEP}
+    assert cll[quality.SINGLE][5] == "1.00" and cll[quality.DEEP][5] == "2.00"
     single = rows[configs[0]][quality.SINGLE][0]
     assert 0 <= single["accuracy"] <= 1 and np.isfinite(single["nll"])
     # TorchEnsemble is optional: either numbers or the exact error in the table.
