@@ -4,11 +4,13 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
+from copy import copy
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, _fit_context
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
@@ -45,6 +47,33 @@ class _ForwardInputs(torch.nn.Module):
 
     def forward(self, x):
         return self.module(**x) if isinstance(x, Mapping) else self.module(x)
+
+
+def _run_seeds(rng, random_state, n_runs):
+    """Each run's torch seed: run 0's drawn as before runs existed, the others after it."""
+    top = np.iinfo(np.int32).max
+    first = None if random_state is None else int(rng.randint(top))
+    seeds = [first] + [int(rng.randint(top)) for _ in range(1, n_runs)]
+    if first is None and n_runs > 1:
+        # A worker process's torch starts from the same default seed every time.
+        seeds[0] = int(rng.randint(top))
+    return seeds
+
+
+def _bootstrap(rows, seed):
+    """A bootstrap sample of the training ``rows`` (sorted), drawn from the run's seed."""
+    return np.sort(np.random.RandomState(seed).choice(rows, size=len(rows), replace=True))
+
+
+def _train_run(estimator, net, train, valid, seed, checkpoint):
+    """One run, in whatever process joblib chose: ``(net, SnapshotRecord)``."""
+
+    def check_output(net):
+        estimator._check_module_output(net, first_rows(net, train[0]))
+
+    with using(checkpoint, net):  # one fit at a time per checkpoint directory
+        return train_once(estimator, net, train, valid, seed=seed, checkpoint=checkpoint,
+                          on_initialized=check_output)
 
 
 class _Count(Interval):
@@ -92,6 +121,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
         "combine": [StrOptions({"proba", "weights"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "checkpoint_dir": [None, str, os.PathLike],
+        "n_runs": [_Count(Integral, 1, None, closed="left")],
+        "bootstrap": ["boolean"],
+        "n_jobs": [None, Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -99,7 +131,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
     def __init__(self, net=None, *, n_snapshots=5, n_members=None, min_lr=0.0,
                  schedule="cosine", selection="all", weighting="auto", combine="proba",
                  calibration="auto", validation_fraction=0.1, checkpoint_dir=None,
-                 random_state=None, verbose=0):
+                 n_runs=1, bootstrap=False, n_jobs=None, random_state=None, verbose=0):
         self.net = net
         self.n_snapshots = n_snapshots
         self.n_members = n_members
@@ -111,6 +143,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
         self.calibration = calibration
         self.validation_fraction = validation_fraction
         self.checkpoint_dir = checkpoint_dir
+        self.n_runs = n_runs
+        self.bootstrap = bootstrap
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
@@ -217,19 +252,19 @@ class BaseSnapshotEnsemble(BaseEstimator):
             strata = self._stratify(y)
             strata = strata if strata is not None else np.zeros(n, dtype=np.int64)
             split = validation_split(strata, self.validation_fraction, rng)
-        seed = None if self.random_state is None else int(rng.randint(np.iinfo(np.int32).max))
+        seeds = _run_seeds(rng, self.random_state, self.n_runs)
 
         net = build_net(self, data_kwargs, self.sample_shape_)
         if "n_classes" in data_kwargs and getattr(net, "classes", ()) is None:
-            # skorch infers its classes from y, which a Dataset X does not give it.
+            # skorch infers its classes from y, which a Dataset X (or a bootstrap
+            # sample missing a class) does not give it.
             net.set_params(classes=np.arange(data_kwargs["n_classes"]))
-        checkpoint = None
+        runs = [(split[0] if not self.bootstrap else _bootstrap(split[0], seed), split[1])
+                for seed in seeds]
+        checkpoints = [None] * self.n_runs
         if self.checkpoint_dir is not None:
-            digest = fingerprint(X, y, self.get_params(deep=False), net)
-            checkpoint = CheckpointDir(self.checkpoint_dir, digest, split)
-            split = checkpoint.split  # a resumed run keeps its own split
-        train_idx, valid_idx = split
-        train = take_rows(X, y, train_idx)
+            checkpoints, runs = self._checkpoints(X, y, net, seeds, runs, n)
+        valid_idx = runs[0][1]  # shared by every run
         if X_valid is not None:
             X_v, y_v = self._labelled_rows(X_valid, y_valid)
             valid = (X_v, y_v) if not is_dataset(X_v) else take_rows(X_v, y_v, np.arange(len(y_v)))
@@ -237,17 +272,20 @@ class BaseSnapshotEnsemble(BaseEstimator):
             valid = take_rows(X, y, valid_idx) if len(valid_idx) else None
             y_v = y[valid_idx]
 
-        warn_small_split(len(train_idx), len(y_v), data_driven=self.selection not in (
+        warn_small_split(len(runs[0][0]), len(y_v), data_driven=self.selection not in (
             "all", "last") or self._weighting() != "uniform")
 
-        def check_output(net):
-            self._check_module_output(net, first_rows(net, train[0]))
-
-        with using(checkpoint, net):  # one fit at a time per checkpoint_dir
-            net, record = train_once(self, net, train, valid, seed=seed, checkpoint=checkpoint,
-                                     on_initialized=check_output)
-        self._keep(net, record)
-        self._select(None if valid is None else valid[0], y_v, train[0])
+        if self.n_runs == 1:  # in this process, as before runs existed
+            train = take_rows(X, y, runs[0][0])
+            results = [_train_run(self, net, train, valid, seeds[0], checkpoints[0])]
+            bn_rows = train[0]
+        else:
+            results = self._train_runs(X, y, net, runs, valid, seeds, checkpoints)
+            # BatchNorm statistics of averaged weights: on the training rows, not a sample.
+            bn_rows = (take_rows(X, y, np.setdiff1d(np.arange(n), valid_idx))[0]
+                       if self.combine == "weights" else None)
+        self._keep(results)
+        self._select(None if valid is None else valid[0], y_v, bn_rows)
         if self.verbose:
             print(f"{type(self).__name__}: {len(self.snapshots_)} snapshots in "
                   f"{self.n_iter_} iterations; members {self.members_.tolist()} with "
@@ -255,12 +293,82 @@ class BaseSnapshotEnsemble(BaseEstimator):
                   + (", averaged into one model." if self.combine == "weights" else "."))
         return self
 
-    def _keep(self, net, record):
-        """The fitted attributes of one training run's record."""
-        if not record.snapshots:
-            if not record.interrupted and record.divergences:
+    def _checkpoints(self, X, y, net, seeds, runs, n):
+        """One :class:`CheckpointDir` per run, and the runs' splits (a resumed run keeps its own).
+
+        One run uses ``checkpoint_dir`` itself; several use ``run_000/``, ``run_001/``...
+        in it. Runs resumed from their directories must share their validation rows;
+        fresh runs adopt those rows.
+        """
+        params = self.get_params(deep=False)
+        params.pop("n_jobs")  # results do not depend on it
+        several = self.n_runs > 1
+        if not several and not self.bootstrap:  # the fingerprint of a fit before runs existed
+            params.pop("n_runs")
+            params.pop("bootstrap")
+        checkpoints = []
+        for r, (seed, split) in enumerate(zip(seeds, runs)):
+            if several or self.bootstrap:
+                params.pop("n_runs", None)  # adding runs resumes the runs done
+                # The seed when it follows from random_state; with None a new fit draws new
+                # seeds, and resumes from the torch state saved in the directory.
+                params.update(run=r, run_seed=seed if self.random_state is not None else None)
+            path = os.path.join(self.checkpoint_dir, f"run_{r:03d}") if several \
+                else self.checkpoint_dir
+            checkpoints.append(CheckpointDir(path, fingerprint(X, y, params, net), split))
+        resumed = [c for c, split in zip(checkpoints, runs) if c.split is not split]
+        if not resumed:
+            return checkpoints, runs
+        valid = resumed[0].split[1]
+        if any(not np.array_equal(c.split[1], valid) for c in resumed):
+            raise ValueError(
+                f"The runs saved in {str(self.checkpoint_dir)!r} hold different validation "
+                "rows, so they cannot be resumed into one ensemble. Delete that directory "
+                "to start afresh, or pass another checkpoint_dir."
+            )
+        train = np.setdiff1d(np.arange(n), valid)
+        for c, seed in zip(checkpoints, seeds):
+            if c not in resumed:
+                c.split = (train if not self.bootstrap else _bootstrap(train, seed), valid)
+        return checkpoints, [c.split for c in checkpoints]
+
+    def _train_runs(self, X, y, net, runs, valid, seeds, checkpoints):
+        """Train the runs through joblib, in order; after an interrupted run, start no other.
+
+        Each task carries its own net, rows and seed and seeds torch itself, so
+        the results do not depend on the backend or ``n_jobs``.
+        """
+        worker = copy(self)  # without the previous fit's fitted attributes
+        for name in ("net_", "snapshots_", "averaged_state_", "validation_scores_",
+                     "disagreement_"):
+            worker.__dict__.pop(name, None)
+        nets = [net] + [clone(net) for _ in range(1, self.n_runs)]
+        stop = []
+
+        def tasks():
+            for r in range(self.n_runs):
+                if stop:  # a Ctrl-C ended the last run (sequential backends only)
+                    return
+                yield delayed(_train_run)(worker, nets[r], take_rows(X, y, runs[r][0]), valid,
+                                          seeds[r], checkpoints[r])
+
+        results = []
+        for result in Parallel(n_jobs=self.n_jobs, return_as="generator")(tasks()):
+            results.append(result)
+            if result[1].interrupted:
+                stop.append(True)
+        return results
+
+    def _keep(self, results):
+        """The fitted attributes from the runs' ``(net, record)`` pairs, pooled run-major."""
+        records = [record for _, record in results]
+        snapshots = [s for record in records for s in record.snapshots]
+        divergences = [{**d, "run": r} for r, record in enumerate(records)
+                       for d in record.divergences]
+        if not snapshots:
+            if not any(record.interrupted for record in records) and divergences:
                 raise RuntimeError(
-                    f"Every learning-rate cycle diverged ({len(record.divergences)} "
+                    f"Every learning-rate cycle diverged ({len(divergences)} "
                     "divergences; see the warnings), so no usable snapshot was taken. "
                     "Lower the net's lr, standardise the features (for regression also the "
                     "targets, e.g. with TransformedTargetRegressor) or check the data."
@@ -269,20 +377,24 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 "Training stopped before the first learning-rate cycle ended, so no "
                 "snapshot was taken and there is no ensemble to return."
             )
-        if record.interrupted:
+        n_iter = sum(record.n_iter for record in records)
+        n_iter_planned = records[0].n_iter_planned * self.n_runs
+        if any(record.interrupted for record in records) or len(records) < self.n_runs:
+            of = "" if self.n_runs == 1 else f" over {len(records)} of {self.n_runs} runs"
             warnings.warn(
-                f"Training stopped after {len(record.snapshots)} of {self.n_snapshots} "
-                f"cycles (iteration {record.n_iter} of {record.n_iter_planned}); "
-                f"the ensemble keeps the {len(record.snapshots)} snapshots taken.",
+                f"Training stopped after {len(snapshots)} of {self.n_snapshots * self.n_runs} "
+                f"cycles{of} (iteration {n_iter} of {n_iter_planned}); "
+                f"the ensemble keeps the {len(snapshots)} snapshots taken.",
                 RuntimeWarning, stacklevel=3,
             )
-        self.net_ = net
-        self.snapshots_ = record.snapshots
-        self.snapshot_epochs_ = record.snapshot_epochs
-        self.snapshot_iterations_ = record.snapshot_iterations
-        self.divergences_ = record.divergences
-        self.n_iter_ = record.n_iter
-        self.n_iter_planned_ = record.n_iter_planned
+        self.net_ = results[0][0]
+        self.snapshots_ = snapshots
+        self.snapshot_runs_ = [r for r, record in enumerate(records) for _ in record.snapshots]
+        self.snapshot_epochs_ = [e for record in records for e in record.snapshot_epochs]
+        self.snapshot_iterations_ = [t for record in records for t in record.snapshot_iterations]
+        self.divergences_ = divergences
+        self.n_iter_ = n_iter
+        self.n_iter_planned_ = n_iter_planned
 
     def _weighting(self):
         """``weighting``, with "auto" resolved to the estimator's measured default."""
@@ -337,6 +449,13 @@ class BaseSnapshotEnsemble(BaseEstimator):
         (``torch.optim.swa_utils.update_bn``), since averaged weights do not
         match any member's statistics.
         """
+        runs = np.asarray(getattr(self, "snapshot_runs_", None) or [0] * len(self.snapshots_))
+        if len(set(runs[self.members_].tolist())) > 1:
+            # Weights of independent runs lie in different basins: their average is no
+            # model. Keep the run of the heaviest member, with its weights renormalised.
+            keep = runs[self.members_] == runs[self.members_[np.argmax(self.weights_)]]
+            self.members_ = self.members_[keep]
+            self.weights_ = self.weights_[keep] / self.weights_[keep].sum()
         states = [self.snapshots_[i] for i in self.members_]
         averaged = OrderedDict()
         for key, first in states[0].items():
@@ -348,12 +467,13 @@ class BaseSnapshotEnsemble(BaseEstimator):
         device = net.device
         batches = (to_tensor(unpack_data(batch)[0], device=device)
                    for batch in net.get_iterator(net.get_dataset(X_bn), training=False))
+        before = copy_state_dict(module)
         try:
             module.load_state_dict(averaged)
             update_bn(batches, _ForwardInputs(module))
             return copy_state_dict(module)
         finally:
-            module.load_state_dict(self.snapshots_[-1])
+            module.load_state_dict(before)
 
     def _check_module_output(self, net, x_few):
         """Fail before training when the module's output width is wrong."""

@@ -135,6 +135,10 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         averages the members' weights into one model (stochastic weight
         averaging, Izmailov et al., 2018) and re-estimates its BatchNorm
         statistics on the training rows, so predicting costs one forward pass.
+        Weights are only averaged within one run (independent runs end in
+        different minima, whose average is no model): with ``n_runs > 1``,
+        the members of the run of the heaviest member are kept, their weights
+        renormalised, and ``members_`` and ``weights_`` say so.
     calibration : {"auto", "temperature"} or None, default="auto"
         "temperature" (what "auto" means here) fits one temperature ``T`` on
         the validation rows after combining, and returns
@@ -151,7 +155,29 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         and the training progress at every epoch end. Calling ``fit`` again
         with the same data and settings resumes exactly where an interrupted
         fit stopped; a directory holding another run (other data or settings)
-        is refused, and so is a second fit using it at the same time.
+        is refused, and so is a second fit using it at the same time. With
+        ``n_runs > 1`` every run has its own subdirectory (``run_000/``,
+        ``run_001/``, ...) and resumes on its own; runs finished before an
+        interruption are not trained again.
+    n_runs : int, default=1
+        Independent training runs, each from its own initialisation (a seed
+        drawn from ``random_state``) through ``n_snapshots`` cycles: the
+        snapshots of all runs form one pool, which ``selection``,
+        ``weighting`` and ``combine`` work on. K runs cost K times the
+        training of one. ``n_runs=1`` is the single run of the paper, and
+        gives the same result as before this parameter existed.
+    bootstrap : bool, default=False
+        Train each run on a bootstrap sample of the training rows (as many
+        rows, drawn with replacement from the run's seed). The validation
+        rows are the same for every run and never sampled.
+    n_jobs : int or None, default=None
+        The runs trained at once, through :class:`joblib.Parallel` (None: 1,
+        unless in a :func:`joblib.parallel_config` context; -1: all cores).
+        Inside ``joblib.parallel_config(backend="dask")`` (or Ray's backend)
+        the runs go to the cluster's workers. Every run seeds torch itself,
+        so the result does not depend on ``n_jobs`` or the backend (with the
+        same number of torch threads per run, see the "Scaling out" page).
+        Unused with ``n_runs=1``, which trains in this process.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split and torch (weights, shuffling, dropout)
         inside ``fit`` only; torch's global random state is restored afterwards.
@@ -174,14 +200,18 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         inputs, e.g. ``(1, 28, 28)`` for images; per input for a dict; None
         when a Dataset's items have no shape); prediction inputs must match.
     net_ : skorch.NeuralNetClassifier
-        The trained net; ``net_.history`` holds the per-epoch losses, ``lr``,
-        ``cycle`` and ``event_snapshot``, and per-batch ``lr``. Its module holds
-        the weights of the last snapshot.
+        The trained net (of run 0 with ``n_runs > 1``); ``net_.history`` holds
+        the per-epoch losses, ``lr``, ``cycle`` and ``event_snapshot``, and
+        per-batch ``lr``. Its module holds the weights of its run's last
+        snapshot.
     snapshots_ : list of OrderedDict
         The module's ``state_dict`` at the end of each cycle, oldest first,
-        as detached CPU tensors (parameters and buffers).
+        as detached CPU tensors (parameters and buffers); with ``n_runs > 1``
+        all runs' snapshots, run by run.
+    snapshot_runs_ : list of int
+        The run (0 to ``n_runs - 1``) each snapshot came from.
     snapshot_epochs_ : list of int
-        The (1-based) epoch in which each snapshot was taken.
+        The (1-based) epoch in which each snapshot was taken, within its run.
     members_ : ndarray of int
         Indices into ``snapshots_`` of the chosen members, ascending.
     weights_ : ndarray of float
@@ -197,15 +227,17 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     averaged_state_ : OrderedDict or None
         With ``combine="weights"``, the averaged model's state (CPU tensors).
     snapshot_iterations_ : list of int
-        The (0-based) optimizer step after which each snapshot was taken.
+        The (0-based) optimizer step after which each snapshot was taken,
+        counted within its run.
     divergences_ : list of dict
-        One entry per divergence the guard handled (the iteration, the cycle,
-        the loss that showed it, the peak learning-rate factor before and
-        after); empty for a healthy run.
+        One entry per divergence the guard handled (the run, the iteration
+        and cycle within it, the loss that showed it, the peak learning-rate
+        factor before and after); empty for a healthy run.
     n_iter_ : int
-        Optimizer steps taken.
+        Optimizer steps taken, in total over the runs.
     n_iter_planned_ : int
-        Optimizer steps planned (``n_iter_`` is smaller after an interruption).
+        Optimizer steps planned, in total over the runs (``n_iter_`` is
+        smaller after an interruption).
 
     See Also
     --------

@@ -271,6 +271,9 @@ def save_ensemble(estimator, path):
         n_iter_planned_=estimator.n_iter_planned_,
         validation_scores_=estimator.validation_scores_,
     )
+    runs = list(getattr(estimator, "snapshot_runs_", None) or [])
+    if any(runs):  # only for several runs: a one-run file stays readable by older versions
+        fitted["snapshot_runs_"] = runs
     metadata = {
         "format_version": FORMAT_VERSION,
         "estimator": type(estimator).__name__,
@@ -531,6 +534,10 @@ def _check_builtin_module_args(check, module, kwargs):
             check.boolean(kwargs[flag], f"net_params.module__{flag}")
 
 
+#: Settings added after format 2, whose defaults are what every earlier file was fitted with.
+_LATER_PARAMS = ("n_runs", "bootstrap", "n_jobs")
+
+
 def _check_params(check, metadata, estimator_class):
     """The estimator's settings (for re-fitting): the estimator's own validation."""
     defaults = estimator_class().get_params(deep=False)
@@ -538,7 +545,9 @@ def _check_params(check, metadata, estimator_class):
     params = check.obj(metadata["params"], "params", list(defaults), missing_ok=list(defaults))
     params = dict(params)
     for name in defaults:
-        if name not in params:
+        if name not in params and name in _LATER_PARAMS:
+            params[name] = defaults[name]  # files saved before it existed: one run, as then
+        elif name not in params:
             warnings.warn(f"params.{name} is missing from the file; the loaded estimator "
                           f"has the default {defaults[name]!r}.", UserWarning, stacklevel=4)
             params[name] = defaults[name]
@@ -582,7 +591,8 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history, versio
         common = ("members_", "weights_", "sample_shape_", "snapshot_epochs_",
                   "snapshot_iterations_", "divergences_", "n_iter_", "n_iter_planned_",
                   "validation_scores_")
-        optional = ("n_features_in_", "feature_names_in_", _CALIBRATION[kind])
+        optional = ("n_features_in_", "feature_names_in_", _CALIBRATION[kind],
+                    "snapshot_runs_")
     check.obj(fitted, "fitted", common + own, optional=optional)
 
     members = check.array(fitted["members_"], "fitted.members_", min_length=1)
@@ -609,14 +619,29 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history, versio
             check.string(name, f"fitted.feature_names_in_[{i}]")
     epochs = check.array(fitted["snapshot_epochs_"], "fitted.snapshot_epochs_",
                          length=n_snapshots)
-    if (any(type(e) is not int for e in epochs) or epochs != sorted(epochs)
-            or epochs[0] < 1 or epochs[-1] > n_history):
+    # Optional (absent: one run). The runs' snapshots come run-major, and the
+    # epochs and steps below count within each run.
+    n_runs = params.get("n_runs", 1)
+    runs = [0] * n_snapshots
+    if "snapshot_runs_" in fitted:
+        runs = check.array(fitted["snapshot_runs_"], "fitted.snapshot_runs_",
+                           length=n_snapshots)
+        if (any(type(r) is not int for r in runs) or runs != sorted(runs)
+                or runs[0] < 0 or runs[-1] >= n_runs):
+            check.fail("fitted.snapshot_runs_", "must be the non-decreasing run of each "
+                                                f"snapshot, each in [0, {n_runs}) (params."
+                                                f"n_runs); got {_short(runs)}.")
+    if (any(type(e) is not int for e in epochs)
+            or any(a > b for a, b, ra, rb in zip(epochs, epochs[1:], runs, runs[1:]) if ra == rb)
+            or min(epochs) < 1 or max(epochs) > n_history):
         check.fail("fitted.snapshot_epochs_", "must be non-decreasing epochs in "
                                               f"[1, {n_history}] (the history's length); "
                                               f"got {_short(epochs)}.")
     for i, entry in enumerate(check.array(fitted["divergences_"], "fitted.divergences_")):
         field = f"fitted.divergences_[{i}]"
-        check.obj(entry, field, _DIVERGENCE_KEYS)
+        check.obj(entry, field, _DIVERGENCE_KEYS, optional=("run",))
+        if "run" in entry:
+            check.integer(entry["run"], f"{field}.run", 0, n_runs - 1)
         check.integer(entry["iteration"], f"{field}.iteration", 0)
         check.integer(entry["cycle"], f"{field}.cycle", 0)
         check.string(entry["loss"], f"{field}.loss")
@@ -633,18 +658,19 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history, versio
         steps = check.array(fitted["snapshot_iterations_"], "fitted.snapshot_iterations_",
                             length=n_snapshots)
         if (any(type(t) is not int for t in steps)
-                or any(a >= b for a, b in zip(steps, steps[1:]))
-                or steps[0] < 0 or steps[-1] >= n_iter):
+                or any(a >= b for a, b, ra, rb in zip(steps, steps[1:], runs, runs[1:])
+                       if ra == rb)
+                or min(steps) < 0 or max(steps) >= n_iter):
             check.fail("fitted.snapshot_iterations_",
                        "must be strictly increasing (0-based) optimizer steps in "
                        f"[0, {n_iter}) (fitted.n_iter_ steps were taken), one per snapshot; "
                        f"got {_short(steps)}.")
         # Not n_iter_planned_ >= n_iter_: a DataLoader longer than its len() trains past
         # the plan. Every snapshot is taken at a planned cycle end, though.
-        if steps[-1] >= n_iter_planned:
+        if max(steps) >= n_iter_planned:
             check.fail("fitted.n_iter_planned_",
                        f"is {n_iter_planned}, but fitted.snapshot_iterations_ has a snapshot "
-                       f"after step {steps[-1]}: every snapshot ends a planned cycle, so "
+                       f"after step {max(steps)}: every snapshot ends a planned cycle, so "
                        "fewer steps cannot have been planned.")
 
     if is_classifier:
@@ -667,6 +693,7 @@ def _check_fitted(check, fitted, kind, criterion, n_snapshots, n_history, versio
            "sample_shape_": sample_shape,
            "snapshot_epochs_": list(epochs),
            "snapshot_iterations_": [int(t) for t in steps],
+           "snapshot_runs_": [int(r) for r in runs],
            "divergences_": fitted["divergences_"],
            "n_iter_": n_iter,
            "n_iter_planned_": n_iter_planned,

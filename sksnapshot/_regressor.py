@@ -78,7 +78,7 @@ class SnapshotEnsembleRegressor(RegressorMixin, BaseSnapshotEnsemble):
         (a module is wrapped in :func:`default_regressor_net`). Constructor
         parameters named ``n_features`` and ``n_outputs`` are filled in.
     n_snapshots, n_members, min_lr, schedule, combine, validation_fraction, \
-checkpoint_dir, random_state, verbose
+checkpoint_dir, n_runs, bootstrap, n_jobs, random_state, verbose
         As for :class:`SnapshotEnsembleClassifier`. The validation split is not
         stratified, and the validation loss for choosing members is the
         squared error (Gaussian NLL for mean-variance members).
@@ -108,8 +108,8 @@ checkpoint_dir, random_state, verbose
         rows or calibration).
     validation_scores_ : dict or None
         ``"mse"`` (and ``"gaussian_nll"``) of every snapshot on the validation rows.
-    net_, snapshots_, snapshot_epochs_, snapshot_iterations_, members_, weights_, \
-averaged_state_, divergences_, n_iter_, n_iter_planned_, n_features_in_, \
+    net_, snapshots_, snapshot_runs_, snapshot_epochs_, snapshot_iterations_, members_, \
+weights_, averaged_state_, divergences_, n_iter_, n_iter_planned_, n_features_in_, \
 feature_names_in_, sample_shape_
         As for :class:`SnapshotEnsembleClassifier`.
 

@@ -218,3 +218,15 @@ def test_deep_ensemble_equivalent_interpolates():
     y = rng.randint(0, 3, size=300)
     nll, t = calibrated_log_loss(proba, y, proba, y)
     assert t > 1 and nll < quality.scores(y, proba)["nll"]
+
+
+def test_runs_quick_table(tmp_path):
+    from benchmarks import runs
+
+    table = runs.main(["--quick", "--out", str(tmp_path)])
+    rows = table["digits mlp"]
+    assert {"single net", "deep ensemble, 2 nets", "deep ensemble, 5 nets"} <= set(rows)
+    assert any(label.startswith("2 runs") and row["cost"] == 2 for label, row in rows.items())
+    text = (tmp_path / "runs.md").read_text()
+    assert "Does K=2 beat the 5-net deep ensemble" in text
+    assert _header(text, "method") == ["method", "cost", "NLL", "accuracy", "seconds"]

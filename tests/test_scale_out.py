@@ -124,6 +124,22 @@ def test_each_fit_on_a_dask_worker_uses_the_workers_one_thread(data, dask_client
         assert len(est.snapshots_) == 2 and est.predict(X).shape == y.shape
 
 
+def test_runs_on_a_dask_cluster_equal_the_sequential_runs(data, dask_client):
+    # n_runs trains its runs through joblib: the dask backend sends them to the
+    # workers (1 torch thread each, as this process), with the same results.
+    X, y = data
+    net = tiny_net(max_epochs=4, callbacks=[("threads", TorchThreads())])
+    clf = SnapshotEnsembleClassifier(net, n_snapshots=2, n_runs=2, bootstrap=True,
+                                     random_state=0)
+    sequential = clone(clf).fit(X, y)
+    with joblib.parallel_config(backend="dask"):
+        on_cluster = clone(clf).set_params(n_jobs=2).fit(X, y)
+    assert on_cluster.snapshot_runs_ == sequential.snapshot_runs_ == [0, 0, 1, 1]
+    record = dict(on_cluster.net_.callbacks_)["threads"]  # run 0's net, from a worker
+    assert record.pid_ != os.getpid() and record.n_threads_ == 1
+    np.testing.assert_array_equal(on_cluster.predict_proba(X), sequential.predict_proba(X))
+
+
 # -- modules defined in __main__ --------------------------------------------------------
 
 def test_a_fitted_ensemble_whose_module_class_has_no_importable_name_says_why(data):
