@@ -32,8 +32,9 @@ import numpy as np
 
 from sksnapshot import SnapshotEnsembleClassifier
 
+from ._common import quiet_process, run_tasks
 from ._data import make_net, scores
-from .quality import _init_worker, _run_tasks, split
+from .quality import split
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 TASKS = [("digits", "mlp", 0.05), ("mnist1d", "cnn", 0.1)]
@@ -85,11 +86,9 @@ def run(tasks=TASKS, ks=KS, epochs=40, n_snapshots=3, seeds=(0, 1, 2), jobs=2,
                     work.append(((*common, seed, "times", k), _fit_runs,
                                  (*common, epochs, seed, k, n_snapshots, max_train)))
     work.sort(key=lambda t: t[0][0] != "mnist1d")  # the long ones first
-    if jobs > 1:
-        results = dict(_run_tasks(work, jobs, "runs"))
-    else:
-        _init_worker(1)
-        results = dict(_run_tasks(work, 1, "runs"))
+    if jobs <= 1:
+        quiet_process(1)
+    results = dict(run_tasks(work, jobs, 1, "runs"))
 
     table = {}
     for data, model, lr in tasks:

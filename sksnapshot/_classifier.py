@@ -353,7 +353,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
             yield self._calibrated(total / weight)
 
     def predict_proba(self, X):
-        """Average the members' class probabilities.
+        """The members' class probabilities, averaged and calibrated.
 
         Parameters
         ----------
@@ -363,8 +363,9 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Weighted mean of the members' probabilities, columns ordered as
-            ``classes_``.
+            Weighted mean of the members' probabilities (``weights_``), then
+            scaled by the fitted ``temperature_`` (``softmax(log(p) / T)``; 1.0
+            with ``calibration=None``), columns ordered as ``classes_``.
         """
         X = self._validate_X_predict(X)
         return self._calibrated(self._weighted_outputs(X))
