@@ -129,7 +129,9 @@ class MemberRunner:
     """
 
     def __init__(self, net):
-        self.net = net
+        # A weak reference: the runner is the value of a WeakKeyDictionary keyed by the
+        # net, and a strong one would keep every fitted net alive forever.
+        self._net = weakref.ref(net)
         self.module = net.module_
         self.device = torch.device(net.device if net.device is not None else "cpu")
         self.nonlinearity = net._get_predict_nonlinearity()
@@ -137,6 +139,10 @@ class MemberRunner:
         self._custom_infer = type(net).infer is not NeuralNet.infer
         self._lock = threading.Lock()
         self._replicas = queue.SimpleQueue()
+
+    @property
+    def net(self):
+        return self._net()
 
     # -- the rows, batch by batch ------------------------------------------------
     def _batches(self, X, batch_size):

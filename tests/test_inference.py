@@ -143,3 +143,16 @@ def test_batch_indexed_training_gives_the_same_snapshots(data):
     for a, b in zip(fast.snapshots_, plain.snapshots_):
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+def test_a_fitted_net_is_freed_once_its_estimator_is(data):
+    import gc
+    import weakref
+
+    X, y = data
+    clf = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=2, random_state=0).fit(X, y)
+    clf.predict_proba(X)  # creates the net's inference runner
+    net = weakref.ref(clf.net_)
+    del clf
+    gc.collect()
+    assert net() is None
