@@ -13,10 +13,7 @@ from sklearn.utils.validation import validate_data
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.utils import is_dataset
 from torch.utils.data import (
-    BatchSampler,
     DataLoader,
-    RandomSampler,
-    SequentialSampler,
     Subset,
     TensorDataset,
 )
@@ -344,8 +341,36 @@ def batch_loader(dataset, batch_size=128, shuffle=False, drop_last=False, **kwar
             _indexable(dataset.X) and (dataset.y is None or _indexable(dataset.y))):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                           drop_last=drop_last, **kwargs)
-    generator = kwargs.pop("generator", None)
-    sampler = (RandomSampler(dataset, generator=generator) if shuffle
-               else SequentialSampler(dataset))
-    return DataLoader(_WholeBatches(dataset), sampler=BatchSampler(sampler, batch_size, drop_last),
-                      batch_size=None, **kwargs)
+    sampler = _BatchIndices(len(dataset), batch_size, shuffle, drop_last,
+                            kwargs.pop("generator", None))
+    return DataLoader(_WholeBatches(dataset), sampler=sampler, batch_size=None, **kwargs)
+
+
+class _BatchIndices(torch.utils.data.Sampler):
+    """Row indices, one array per batch, in the order of ``BatchSampler(RandomSampler)``.
+
+    The same random draws as :class:`~torch.utils.data.RandomSampler` (one
+    draw from torch's global generator seeds a permutation, when the first
+    batch is asked for), sliced into arrays instead of yielded one Python int
+    at a time.
+    """
+
+    def __init__(self, n, batch_size, shuffle, drop_last, generator=None):
+        self.n, self.batch_size = n, batch_size
+        self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
+
+    def __len__(self):
+        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        if not self.shuffle:
+            order = np.arange(self.n)
+        else:
+            generator = self.generator
+            if generator is None:  # as RandomSampler does
+                seed = int(torch.empty((), dtype=torch.int64).random_().item())
+                generator = torch.Generator()
+                generator.manual_seed(seed)
+            order = torch.randperm(self.n, generator=generator).numpy()
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield order[start:start + self.batch_size]
