@@ -331,7 +331,7 @@ def batch_loader(dataset, batch_size=128, shuffle=False, drop_last=False, **kwar
     """A ``DataLoader`` that fetches each batch of in-memory rows with one index array.
 
     For skorch's own ``Dataset`` of NumPy arrays, tensors or dicts of them, a
-    ``BatchSampler`` as the sampler (and ``batch_size=None``) replaces the
+    sampler of whole batches of indices (and ``batch_size=None``) replaces the
     per-row ``__getitem__`` and collation by one fancy-indexing step per
     batch. The random draws, hence the order of the rows, are those of
     ``DataLoader(dataset, batch_size, shuffle)``. Other datasets get that

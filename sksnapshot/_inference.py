@@ -10,6 +10,7 @@ so calls from many threads never see each other's weights, and the trained
 module itself is never touched.
 """
 
+import contextlib
 import copy
 import itertools
 import math
@@ -162,38 +163,48 @@ class MemberRunner:
             return _Replica(self.module)
 
     def _forward(self, replica, state, x):
-        if self._custom_infer:
-            with self._lock:
-                original = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
-                was_training = self.module.training
-                try:
-                    self.module.load_state_dict(state)
-                    self.module.eval()
-                    out = self.net.infer(x)
-                finally:
-                    self.module.load_state_dict(original)
-                    self.module.train(was_training)
+        if self._custom_infer:  # under the lock _run holds: the module is this call's
+            self.module.load_state_dict(state)
+            out = self.net.infer(x)
         else:
             out = replica(state, x)
         out = out[0] if isinstance(out, tuple) else out
         return self.nonlinearity(out)
+
+    @contextlib.contextmanager
+    def _exclusive_module(self):
+        """The trained module for this call alone, in eval mode; restored afterwards."""
+        with self._lock:
+            original = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+            was_training = self.module.training
+            self.module.eval()
+            try:
+                yield None
+            finally:
+                self.module.load_state_dict(original)
+                self.module.train(was_training)
+
+    @contextlib.contextmanager
+    def _pooled_replica(self):
+        replica = self._acquire()
+        try:
+            yield replica
+        finally:
+            replica.release()
+            self._replicas.put(replica)
 
     def _run(self, X, states, batch_size, consume):
         """Call ``consume(outputs)`` for each batch; ``outputs`` holds one tensor a member."""
         if self.device.type != "cpu":
             # The members' tensors go to the device once per call; the snapshots stay on the CPU.
             states = [{k: v.to(self.device) for k, v in state.items()} for state in states]
-        replica = None if self._custom_infer else self._acquire()
-        try:
-            with torch.inference_mode():
-                for xb in self._batches(X, batch_size):
-                    x = (torch.as_tensor(xb, device=self.device) if isinstance(xb, np.ndarray)
-                         else to_tensor(xb, device=self.device))
-                    consume([self._forward(replica, state, x) for state in states])
-        finally:
-            if replica is not None:
-                replica.release()
-                self._replicas.put(replica)
+        # A net with its own infer runs members in its module, one call at a time.
+        runner = self._exclusive_module() if self._custom_infer else self._pooled_replica()
+        with runner as replica, torch.inference_mode():
+            for xb in self._batches(X, batch_size):
+                x = (torch.as_tensor(xb, device=self.device) if isinstance(xb, np.ndarray)
+                     else to_tensor(xb, device=self.device))
+                consume([self._forward(replica, state, x) for state in states])
 
     # -- what the estimators ask for -----------------------------------------------
     def map_batches(self, X, states, reduce, batch_size=None):

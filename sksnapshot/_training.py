@@ -131,8 +131,8 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
     ``train`` and ``valid`` are ``(X, y)`` pairs as skorch takes them (``y``
     None for a Dataset); ``valid`` may be None. ``on_initialized(net)`` runs
     after the net is initialised and before any step (e.g. to check the
-    module's output). With ``checkpoint`` the run resumes from, and writes to,
-    that :class:`~sksnapshot._checkpoint.CheckpointDir`.
+    module's output). With ``checkpoint`` (the run's checkpoint directory) the
+    run resumes from, and writes to, it.
     """
     collector = CyclicSnapshots(estimator.n_snapshots, min_lr=estimator.min_lr,
                                 schedule=estimator.schedule, checkpoint=checkpoint)
