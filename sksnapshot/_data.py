@@ -327,23 +327,74 @@ class _WholeBatches(torch.utils.data.Dataset):
                 torch.Tensor([0]) if y is None else _take(y, indices))
 
 
+def _as_tensors(data):
+    """``data`` with its arrays as tensors sharing their memory, as ``default_convert`` makes them.
+
+    Arrays of strings or objects stay NumPy arrays, as ``default_convert`` leaves them.
+    """
+    if isinstance(data, dict):
+        return {key: _as_tensors(value) for key, value in data.items()}
+    if isinstance(data, np.ndarray) and data.dtype.kind not in "SaUO":
+        return torch.as_tensor(data)
+    return data
+
+
+class _InMemoryBatches:
+    """The batches of ``DataLoader(_WholeBatches(dataset), sampler, batch_size=None)``.
+
+    The same tensors in the same order, without the ``DataLoader``'s
+    per-batch machinery (fetcher, profiler scope, conversion of every
+    batch): the arrays are turned into tensors once and each batch is one
+    indexing step. Used when no worker, pinning or collation option asks for
+    a real ``DataLoader``.
+    """
+
+    def __init__(self, dataset, sampler):
+        self.X = _as_tensors(dataset.X)
+        self.y = None if dataset.y is None else _as_tensors(dataset.y)
+        self.sampler = sampler
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        # A DataLoader's iterator draws its workers' base seed first: the same
+        # draw keeps every later one (shuffling, dropout) where it would be.
+        torch.empty((), dtype=torch.int64).random_(generator=self.sampler.generator)
+        for indices in self.sampler:
+            rows = torch.from_numpy(indices)
+            yield (_take_rows(self.X, rows, indices),
+                   torch.Tensor([0]) if self.y is None else _take_rows(self.y, rows, indices))
+
+
+def _take_rows(data, rows, indices):
+    if isinstance(data, dict):
+        return {key: _take_rows(value, rows, indices) for key, value in data.items()}
+    return data[rows] if isinstance(data, torch.Tensor) else data[indices]
+
+
 def batch_loader(dataset, batch_size=128, shuffle=False, drop_last=False, **kwargs):
-    """A ``DataLoader`` that fetches each batch of in-memory rows with one index array.
+    """An iterable of batches that fetches each batch of in-memory rows with one index array.
 
     For skorch's own ``Dataset`` of NumPy arrays, tensors or dicts of them, a
-    sampler of whole batches of indices (and ``batch_size=None``) replaces the
-    per-row ``__getitem__`` and collation by one fancy-indexing step per
-    batch. The random draws, hence the order of the rows, are those of
-    ``DataLoader(dataset, batch_size, shuffle)``. Other datasets get that
-    plain ``DataLoader``.
+    sampler of whole batches of indices replaces the per-row ``__getitem__``
+    and collation by one indexing step per batch. The random draws, hence the
+    order of the rows, are those of ``DataLoader(dataset, batch_size,
+    shuffle)``. With other ``DataLoader`` options (workers, pinned memory, a
+    ``collate_fn``, ...) the batches go through a ``DataLoader``
+    (``batch_size=None``, the sampler yielding whole batches); other datasets
+    get the plain ``DataLoader``.
     """
     if type(dataset) is not SkorchDataset or not (
             _indexable(dataset.X) and (dataset.y is None or _indexable(dataset.y))):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                           drop_last=drop_last, **kwargs)
-    sampler = _BatchIndices(len(dataset), batch_size, shuffle, drop_last,
-                            kwargs.pop("generator", None))
-    return DataLoader(_WholeBatches(dataset), sampler=sampler, batch_size=None, **kwargs)
+    generator = kwargs.pop("generator", None)
+    sampler = _BatchIndices(len(dataset), batch_size, shuffle, drop_last, generator)
+    if kwargs:
+        return DataLoader(_WholeBatches(dataset), sampler=sampler, batch_size=None,
+                          generator=generator, **kwargs)
+    return _InMemoryBatches(dataset, sampler)
 
 
 class _BatchIndices(torch.utils.data.Sampler):
@@ -374,3 +425,7 @@ class _BatchIndices(torch.utils.data.Sampler):
             order = torch.randperm(self.n, generator=generator).numpy()
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield order[start:start + self.batch_size]
+        if self.shuffle and self.generator is not None:
+            # RandomSampler, run to its end, draws one more (empty) permutation
+            # from the user's generator; next epoch's order depends on it.
+            torch.randperm(self.n, generator=self.generator)

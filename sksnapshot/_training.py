@@ -136,9 +136,9 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
     """
     collector = CyclicSnapshots(estimator.n_snapshots, min_lr=estimator.min_lr,
                                 schedule=estimator.schedule, checkpoint=checkpoint)
-    quiet = {}
-    if not estimator.verbose and net.get_params(deep=False).get(
-            "callbacks__print_log__sink", "auto") == "auto":
+    quiet, given = {}, net.get_params(deep=False)
+    if (not estimator.verbose and given.get("callbacks__print_log", True) is not None
+            and given.get("callbacks__print_log__sink", "auto") == "auto"):
         # skorch's PrintLog ignores verbose=0 when its sink is not builtins.print:
         # Accelerate's accelerator.print, or print after Ray's joblib backend
         # replaced builtins.print. A sink that prints nothing keeps the net quiet.

@@ -16,6 +16,7 @@ from sksnapshot import (
     default_regressor_net,
 )
 from sksnapshot._calibration import apply_temperature
+from sksnapshot._data import batch_loader
 from sksnapshot._inference import inference_batch_size
 
 from .conftest import tiny_net
@@ -143,6 +144,54 @@ def test_batch_indexed_training_gives_the_same_snapshots(data):
     for a, b in zip(fast.snapshots_, plain.snapshots_):
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+def test_a_dataloader_option_keeps_the_same_snapshots(data):
+    """Worker, pinning or collation options send the whole batches through a DataLoader."""
+    X, y = data
+    fast = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=2, random_state=3).fit(X, y)
+    loader = SnapshotEnsembleClassifier(tiny_net(iterator_train__num_workers=0),
+                                        n_snapshots=2, random_state=3).fit(X, y)
+    for a, b in zip(fast.snapshots_, loader.snapshots_):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shuffle, drop_last", [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize("kind", ["float", "int", "dict", "no y", "tensor", "generator",
+                                  "workers"])
+def test_batch_loader_yields_what_a_dataloader_yields(kind, shuffle, drop_last):
+    rng = np.random.RandomState(0)
+    X = rng.randn(45, 3).astype(np.float32)
+    y = rng.randint(0, 3, 45)
+    X = {"int": rng.randint(0, 9, (45, 2, 2)), "dict": {"a": X, "b": X[:, :1] * 2},
+         "tensor": torch.as_tensor(X)}.get(kind, X)
+    dataset = Dataset(X, None if kind == "no y" else y)
+
+    def batches(make):
+        torch.manual_seed(7)
+        options = {"generator": torch.Generator().manual_seed(3)} if kind == "generator" else {}
+        if kind == "workers" and make is batch_loader:
+            options["num_workers"] = 0  # any DataLoader option: batches through a DataLoader
+        loader = make(dataset, batch_size=8, shuffle=shuffle, drop_last=drop_last, **options)
+        # The draws after the loader's: dropout in the steps between batches.
+        return [(batch, torch.rand(1)) for _ in range(2) for batch in loader]
+
+    ours, reference = batches(batch_loader), batches(torch.utils.data.DataLoader)
+    assert len(ours) == len(reference) == len(batch_loader(
+        dataset, batch_size=8, shuffle=shuffle, drop_last=drop_last)) * 2
+    for ((xa, ya), after_a), ((xb, yb), after_b) in zip(ours, reference):
+        assert after_a == after_b
+        if kind == "dict":
+            assert xa.keys() == xb.keys()
+            for key in xa:
+                torch.testing.assert_close(xa[key], xb[key], rtol=0, atol=0)
+        else:
+            torch.testing.assert_close(xa, xb, rtol=0, atol=0)
+        if kind == "no y":
+            torch.testing.assert_close(ya, torch.Tensor([0]))
+        else:
+            torch.testing.assert_close(ya, yb, rtol=0, atol=0)
 
 
 def test_a_fitted_net_is_freed_once_its_estimator_is(data):
