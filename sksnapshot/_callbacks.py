@@ -270,10 +270,11 @@ class CyclicSnapshots(Callback):
 
     def _plan_lrs(self):
         """One learning-rate table per parameter group: a lookup per batch, no maths."""
+        # Python floats: the per-batch lookup is the training loop's own overhead.
         self._lrs = [
             learning_rate_table(self.schedule, self.n_iter_, self.n_snapshots,
                                 lr=self.min_lr + (peak - self.min_lr) * self._lr_scale,
-                                min_lr=self.min_lr)
+                                min_lr=self.min_lr).tolist()
             for peak in self._peaks]
 
     # -- training -----------------------------------------------------------
@@ -287,13 +288,13 @@ class CyclicSnapshots(Callback):
         # A DataLoader longer than its len() must not index past the plan.
         t = min(self.iteration_, self.n_iter_ - 1)
         for group, lrs in zip(net.optimizer_.param_groups, self._lrs):
-            group["lr"] = float(lrs[t])
-        net.history.record_batch("lr", float(self._lrs[0][t]))
+            group["lr"] = lrs[t]
+        net.history.record_batch("lr", self._lrs[0][t])
 
     def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
         if not training:
             return
-        loss = float(loss.detach()) if loss is not None else math.nan
+        loss = loss.item() if loss is not None else math.nan
         # With Accelerate's data parallelism every process decides on the same mean.
         loss = _global_mean(net, loss)
         if self._reference_loss is None:
@@ -335,7 +336,7 @@ class CyclicSnapshots(Callback):
             self._recover(net, self.iteration_ - 1, f"validation loss {valid_loss:.4g}",
                           drop_cycle=not popped)
         last = max(min(self.iteration_, self.n_iter_) - 1, 0)
-        net.history.record("lr", float(self._lrs[0][last]))
+        net.history.record("lr", self._lrs[0][last])
         # 1-based cycle of the epoch's last step, as the user counts them.
         net.history.record("cycle", int(np.searchsorted(self._bounds, last, side="right")))
         net.history.record(self.event_name, self._snapshot_this_epoch)
