@@ -545,7 +545,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         states, weights = self._combined_states()
 
         def on_batch(outputs):
-            return reduce(torch.stack(outputs).double().cpu().numpy(), weights)
+            return reduce(torch.stack(list(outputs)).double().cpu().numpy(), weights)
 
         return runner_for(self.net_).map_batches(X, states, on_batch)
 

@@ -194,7 +194,12 @@ class MemberRunner:
             self._replicas.put(replica)
 
     def _run(self, X, states, batch_size, consume):
-        """Call ``consume(outputs)`` for each batch; ``outputs`` holds one tensor a member."""
+        """Call ``consume(outputs)`` for each batch; ``outputs`` yields one tensor a member.
+
+        The members run as ``consume`` iterates: a reduction that adds each
+        output as it comes keeps one member's output in memory (and in the
+        CPU's caches) at a time, as a plain loop over the members does.
+        """
         if self.device.type != "cpu":
             # The members' tensors go to the device once per call; the snapshots stay on the CPU.
             states = [{k: v.to(self.device) for k, v in state.items()} for state in states]
@@ -204,16 +209,16 @@ class MemberRunner:
             for xb in self._batches(X, batch_size):
                 x = (torch.as_tensor(xb, device=self.device) if isinstance(xb, np.ndarray)
                      else to_tensor(xb, device=self.device))
-                consume([self._forward(replica, state, x) for state in states])
+                consume(self._forward(replica, state, x) for state in states)
 
     # -- what the estimators ask for -----------------------------------------------
     def map_batches(self, X, states, reduce, batch_size=None):
         """``reduce(outputs)`` of every batch, concatenated along the rows.
 
-        ``outputs`` is the batch's list of member outputs (tensors on the
-        device, one per state); ``reduce`` returns a NumPy array with one row
-        per sample. Memory is that of one batch of member outputs plus the
-        result, whatever the number of rows.
+        ``outputs`` is an iterator over the batch's member outputs (tensors on
+        the device, one per state, computed as it is consumed); ``reduce``
+        returns a NumPy array with one row per sample. Memory is that of one
+        batch of member outputs plus the result, whatever the number of rows.
         """
         batch_size = batch_size or inference_batch_size(self.net, X)
         parts = []
@@ -236,8 +241,8 @@ class MemberRunner:
 
     def each(self, X, states, batch_size=None):
         """Every member's outputs, shape ``(n_members, n_rows, ...)``, float32 NumPy."""
-        out = self.map_batches(X, states, lambda outputs: torch.stack(outputs, 1).cpu().numpy(),
-                               batch_size)
+        out = self.map_batches(
+            X, states, lambda outputs: torch.stack(list(outputs), 1).cpu().numpy(), batch_size)
         return np.moveaxis(out, 1, 0) if out.size else np.zeros((len(states), 0), np.float32)
 
 
