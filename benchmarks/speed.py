@@ -18,6 +18,7 @@ the peak RSS of a fit with 10 snapshots against a plain skorch fit (subprocesses
 
 import argparse
 import copy
+import gc
 import json
 import os
 import pathlib
@@ -129,13 +130,18 @@ def _data(name="mnist1d", max_rows=None):
 
 
 def _interleaved(fns, rounds, rng):
-    """Median seconds per call of each function, called in shuffled round-robin order."""
+    """Seconds per call of each function, called in shuffled round-robin order.
+
+    The garbage of earlier calls (skorch nets hold reference cycles) is
+    collected before each call, so that no call pays for another's.
+    """
     keys = list(fns)
     for key in keys:  # warm-up
         fns[key]()
     times = {key: [] for key in keys}
     for _ in range(rounds):
         for index in rng.permutation(len(keys)):
+            gc.collect()
             start = time.perf_counter()
             fns[keys[index]]()
             times[keys[index]].append(time.perf_counter() - start)
@@ -447,7 +453,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny settings, results to a temp dir")
-    parser.add_argument("--pairs", type=int, default=11)
+    parser.add_argument("--pairs", type=int, default=21)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--out", type=pathlib.Path, default=None)

@@ -1,6 +1,6 @@
 """Smoke tests of the benchmarks' core functions on tiny settings (a few seconds each).
 
-They check that ``benchmarks/quality.py`` and ``benchmarks/speed.py`` run end to
+They check that the benchmarks (quality, speed, images, budget, ...) run end to
 end and produce tables with the expected rows and columns; the numbers
 themselves are meaningless at these sizes.
 """
@@ -76,16 +76,30 @@ def test_speed_tables(tmp_path):
                rows=(64,), ms=(1, 2), rounds=1, mem_configs=[((16,), False), ((16,), True)],
                rss_repeats=1)
     text, train, pred = speed.run(cfg, print_fn=lambda *a: None)
-    assert set(train["CNN1d"]) == {"raw torch", "plain skorch", "sksnapshot"}
+    assert set(train["CNN1d"]) == {"raw torch", "plain skorch", "skorch floor", "sksnapshot"}
     assert all(len(times) == 1 for times in train["CNN1d"].values())
     assert set(pred["CNN1d"]) == {(64, 1), (64, 2), (64, "weights"), (500, "selection")}
     assert len(_table_rows(text, "CNN1d")) == 1 + 4  # training row, 4 prediction rows
     memory = _table_rows(text, "MLP (16,) + BatchNorm")
     assert len(memory) == 1
-    assert _header(text, "module")[:4] == [
-        "module", "raw torch (median s)", "plain skorch (median s)", "sksnapshot (median s)"]
+    assert _header(text, "module")[:5] == [
+        "module", "raw torch (median s)", "plain skorch (median s)", "skorch floor (median s)",
+        "sksnapshot (median s)"]
     speed.plot_speed(train, pred, tmp_path / "speed.png")
     assert (tmp_path / "speed.png").stat().st_size > 0
+
+
+def test_budget_quick_run_writes_the_table(tmp_path):
+    from benchmarks import budget
+
+    budget.main(["--quick", "--out", str(tmp_path)])
+    text = (tmp_path / "budget.md").read_text()
+    header = _header(text, "epochs")
+    assert header == ["epochs", "single net", "single net + temperature", *budget.METHODS]
+    rows = _table_rows(text, "5")
+    assert len(rows) == 1 and len(rows[0]) == len(header)
+    nll, acc = (float(v) for v in rows[0][1].split(" / "))
+    assert np.isfinite(nll) and 0 <= acc <= 1
 
 
 def test_snapshot_bytes_match_module():
