@@ -129,11 +129,12 @@ def _data(name="mnist1d", max_rows=None):
     return X, y.astype(np.int64), X_test, y_test.astype(np.int64)
 
 
-def _interleaved(fns, rounds, rng):
+def _interleaved(fns, rounds, rng, collect=False):
     """Seconds per call of each function, called in shuffled round-robin order.
 
-    The garbage of earlier calls (skorch nets hold reference cycles) is
-    collected before each call, so that no call pays for another's.
+    ``collect``: collect the garbage of earlier calls before each call (fits
+    leave skorch nets, which hold reference cycles), so that no call pays for
+    another's.
     """
     keys = list(fns)
     for key in keys:  # warm-up
@@ -141,7 +142,8 @@ def _interleaved(fns, rounds, rng):
     times = {key: [] for key in keys}
     for _ in range(rounds):
         for index in rng.permutation(len(keys)):
-            gc.collect()
+            if collect:
+                gc.collect()
             start = time.perf_counter()
             fns[keys[index]]()
             times[keys[index]].append(time.perf_counter() - start)
@@ -168,7 +170,7 @@ def time_training(module_name="MLP 512-512", max_epochs=10, pairs=7, data="mnist
                                                  n_classes).fit(X, y),
         "sksnapshot": lambda: snapshot_clf(module_name, max_epochs).fit(X, y),
     }
-    return {k: np.array(v) for k, v in _interleaved(fns, pairs, rng).items()}
+    return {k: np.array(v) for k, v in _interleaved(fns, pairs, rng, collect=True).items()}
 
 
 # -- prediction ------------------------------------------------------------------------
@@ -455,7 +457,7 @@ def main(argv=None):
                         help="smoke run: tiny settings, results to a temp dir")
     parser.add_argument("--pairs", type=int, default=21)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     quiet_process(THREADS, ignore=(UserWarning,))

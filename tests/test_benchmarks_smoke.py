@@ -95,7 +95,8 @@ def test_budget_quick_run_writes_the_table(tmp_path):
     budget.main(["--quick", "--out", str(tmp_path)])
     text = (tmp_path / "budget.md").read_text()
     header = _header(text, "epochs")
-    assert header == ["epochs", "single net", "single net + temperature", *budget.METHODS]
+    assert header == ["epochs", "single net", "single net + temperature", "plain skorch net",
+                      *budget.METHODS]
     rows = _table_rows(text, "5")
     assert len(rows) == 1 and len(rows[0]) == len(header)
     nll, acc = (float(v) for v in rows[0][1].split(" / "))
