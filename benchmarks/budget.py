@@ -26,6 +26,7 @@ more than 0.5 points below (the small-data benchmark's rule).
 
 import argparse
 import json
+import pathlib
 import time
 import warnings
 
@@ -55,7 +56,8 @@ def _fit(data, model, lr, epochs, seed, method, max_train):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method == "plain":
-            net.fit(X_fit, y_fit)
+            net.set_params(module__n_features=X_fit.shape[1],
+                           module__n_classes=len(np.unique(y_fit))).fit(X_fit, y_fit)
             return {"plain skorch net": scores(y_test, net.predict_proba(X_test)),
                     "seconds": time.perf_counter() - start}
         if method == "single":
@@ -125,7 +127,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="smoke run, to a temp dir")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     out = results_dir(args.out, args.quick, "budget")
     start = time.perf_counter()
