@@ -34,7 +34,7 @@ import numpy as np
 
 from sksnapshot import SnapshotEnsembleClassifier
 
-from ._common import quiet_process, results_dir, run_note, run_tasks, write_markdown
+from ._common import nanmean, quiet_process, results_dir, run_note, run_tasks, write_markdown
 from ._data import make_net, scores
 from .quality import split
 
@@ -49,7 +49,30 @@ METHODS = {
 }
 
 
+def _failed(method):
+    labels = {"single": ["single net", "single net + temperature"],
+              "plain": ["plain skorch net"]}.get(method, [method])
+    return {**{label: dict.fromkeys(("nll", "accuracy"), float("nan")) for label in labels},
+            "seconds": float("nan")}
+
+
+def _scores(y_test, proba):
+    proba = np.asarray(proba, dtype=np.float64)
+    if not np.all(np.isfinite(proba)):  # a net that diverged: counted, not averaged
+        return dict.fromkeys(("nll", "accuracy"), float("nan"))
+    return scores(y_test, proba)
+
+
 def _fit(data, model, lr, epochs, seed, method, max_train):
+    try:
+        return _fit_scored(data, model, lr, epochs, seed, method, max_train)
+    except RuntimeError as exc:
+        if "diverged" not in str(exc):
+            raise
+        return _failed(method)
+
+
+def _fit_scored(data, model, lr, epochs, seed, method, max_train):
     X_fit, y_fit, X_val, y_val, X_test, y_test = split(data, seed, max_train)
     net = make_net(model, epochs, lr)
     start = time.perf_counter()
@@ -58,21 +81,21 @@ def _fit(data, model, lr, epochs, seed, method, max_train):
         if method == "plain":
             net.set_params(module__n_features=X_fit.shape[1],
                            module__n_classes=len(np.unique(y_fit))).fit(X_fit, y_fit)
-            return {"plain skorch net": scores(y_test, net.predict_proba(X_test)),
+            return {"plain skorch net": _scores(y_test, net.predict_proba(X_test)),
                     "seconds": time.perf_counter() - start}
         if method == "single":
             clf = SnapshotEnsembleClassifier(net, n_snapshots=1, validation_fraction=0.0,
                                              weighting="uniform", calibration=None,
                                              random_state=seed).fit(X_fit, y_fit)
-            raw = scores(y_test, clf.predict_proba(X_test))
+            raw = _scores(y_test, clf.predict_proba(X_test))
             clf.set_params(calibration="auto").select(X_val, y_val)
             return {"single net": raw,
-                    "single net + temperature": scores(y_test, clf.predict_proba(X_test)),
+                    "single net + temperature": _scores(y_test, clf.predict_proba(X_test)),
                     "seconds": time.perf_counter() - start}
         clf = SnapshotEnsembleClassifier(net, random_state=seed, **METHODS[method])
         clf.fit(X_fit, y_fit, X_valid=X_val, y_valid=y_val)
     # The snapshots' own validation log-loss, to study what foretells a loss.
-    return {method: {**scores(y_test, clf.predict_proba(X_test)),
+    return {method: {**_scores(y_test, clf.predict_proba(X_test)),
                      "snapshot_valid_nll": clf.validation_scores_["log_loss"].tolist()},
             "seconds": time.perf_counter() - start}
 
@@ -107,7 +130,7 @@ def markdown(table, seeds):
                   "|---|" + "---|" * len(labels)]
         for epochs in sorted(budgets):
             cell = budgets[epochs]
-            mean = {label: {k: float(np.mean([r[k] for r in cell[label]]))
+            mean = {label: {k: nanmean([r[k] for r in cell[label]])
                             for k in ("nll", "accuracy")} for label in labels}
             single = mean["single net"]
             row = []
@@ -115,10 +138,14 @@ def markdown(table, seeds):
                 m = mean[label]
                 mark = " **loses**" if label in METHODS and _loses(
                     m["nll"], m["accuracy"], single["nll"], single["accuracy"]) else ""
+                failed = sum(not np.isfinite(r["nll"]) for r in cell[label])
+                mark += f" ({failed} diverged)" if failed else ""
                 row.append(f"{m['nll']:.3f} / {m['accuracy']:.3f}{mark}")
             lines.append(f"| {epochs} | " + " | ".join(row) + " |")
         lines.append("")
-    lines.append(f"Cells: test NLL / accuracy, mean over seeds {list(seeds)}.")
+    lines.append(f"Cells: test NLL / accuracy, mean over seeds {list(seeds)}; a fit that "
+                 "diverged (no finite probabilities) is counted in brackets and left out of "
+                 "its mean.")
     return "\n".join(lines)
 
 
