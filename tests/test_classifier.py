@@ -125,6 +125,15 @@ def test_history_and_verbose_output(data, capsys):
     assert "3 snapshots" in out
 
 
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_a_net_without_its_print_log_trains_quietly(data, capsys, verbose):
+    X, y = data
+    clf = fit(X, y, tiny_net(callbacks__print_log=None), n_snapshots=2, verbose=verbose)
+    assert len(clf.snapshots_) == 2
+    assert "print_log" not in dict(clf.net_.callbacks_)
+    assert "train_loss" not in capsys.readouterr().out
+
+
 # -- the net template ----------------------------------------------------------------
 
 def test_template_net_is_not_mutated(data):
