@@ -12,9 +12,11 @@ E epochs and seed, the same net is trained on the same rows:
 - ``default``: ``SnapshotEnsembleClassifier`` with every setting at its
   default (5 cosine cycles of E/5 epochs, all snapshots, shrunk weights,
   temperature), the validation rows given as ``X_valid``;
-- other schedules within the same E epochs: fewer cycles, and fast geometric
+- other schedules within the same E epochs: fewer cycles, fast geometric
   ensembling (``schedule="linear"``: half the budget as one decay, then short
-  cycles), with the default's member choice and calibration.
+  cycles) and restarts that ramp up over a quarter of each cycle
+  (``schedule="cosine_warmup"``), with the default's member choice and
+  calibration.
 
 Scores on the test rows: log-loss (NLL) and accuracy, mean over seeds; a
 "loss" is a mean NLL more than 1 % above the single net's or a mean accuracy
@@ -46,6 +48,7 @@ METHODS = {
     "3 cosine cycles": {"n_snapshots": 3},
     "2 cosine cycles": {"n_snapshots": 2},
     "FGE (linear, 5 cycles)": {"schedule": "linear"},
+    "ramped restarts (cosine_warmup, 5 cycles)": {"schedule": "cosine_warmup"},
 }
 
 

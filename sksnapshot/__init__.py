@@ -11,6 +11,7 @@ from ._persistence import InvalidEnsembleFile, load_ensemble, save_ensemble
 from ._regressor import SnapshotEnsembleRegressor, default_regressor_net
 from ._schedules import (
     cosine_annealing_lr,
+    cosine_warmup_lr,
     cycle_boundaries,
     linear_cycles_lr,
     linear_snapshot_iterations,
@@ -37,6 +38,7 @@ __all__ = [
     "SnapshotEnsembleClassifier",
     "SnapshotEnsembleRegressor",
     "cosine_annealing_lr",
+    "cosine_warmup_lr",
     "cycle_boundaries",
     "default_classifier_net",
     "default_regressor_net",

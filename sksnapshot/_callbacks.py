@@ -120,8 +120,9 @@ class CyclicSnapshots(Callback):
         Number of cycles, hence of snapshots.
     min_lr : float, default=0.0
         The learning rate every cycle anneals towards.
-    schedule : {"cosine", "linear"} or callable, default="cosine"
-        "cosine": :func:`~sksnapshot.cosine_annealing_lr`; "linear":
+    schedule : {"cosine", "cosine_warmup", "linear"} or callable, default="cosine"
+        "cosine": :func:`~sksnapshot.cosine_annealing_lr`; "cosine_warmup":
+        :func:`~sksnapshot.cosine_warmup_lr`; "linear":
         :func:`~sksnapshot.linear_cycles_lr` (fast geometric ensembling); or
         ``schedule(t, n_iter, n_cycles, lr, min_lr)`` giving the learning rate
         of the steps ``t``. Evaluated for all steps when training begins (and

@@ -97,10 +97,13 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         validation log-loss); must be None for "all".
     min_lr : float, default=0.0
         The learning rate every cycle anneals towards.
-    schedule : {"cosine", "linear"} or callable, default="cosine"
+    schedule : {"cosine", "cosine_warmup", "linear"} or callable, default="cosine"
         The learning rate of every training step. "cosine": cosine annealing
         with warm restarts over ``n_snapshots`` equal cycles, a snapshot at the
-        end of each (:func:`~sksnapshot.cosine_annealing_lr`). "linear": fast
+        end of each (:func:`~sksnapshot.cosine_annealing_lr`).
+        "cosine_warmup": the same cycles and snapshots, but every restart
+        ramps the learning rate up over a quarter of its cycle instead of
+        jumping to it (:func:`~sksnapshot.cosine_warmup_lr`). "linear": fast
         geometric ensembling (Garipov et al., 2018): a linear decay over the
         first half of the budget, then ``n_snapshots`` short triangular cycles,
         a snapshot at each low point (:func:`~sksnapshot.linear_cycles_lr`). A

@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 
 __all__ = [
     "cosine_annealing_lr",
+    "cosine_warmup_lr",
     "cycle_boundaries",
     "linear_cycles_lr",
     "linear_snapshot_iterations",
@@ -142,12 +143,76 @@ def cosine_annealing_lr(t, n_iter, n_cycles, lr, min_lr=0.0):
     >>> cosine_annealing_lr(range(4), 4, 2, lr=1.0).round(3).tolist()
     [1.0, 0.5, 1.0, 0.5]
     """
+    t_arr, cycle, u = _cycle_positions(t, n_iter, n_cycles)
+    out = _cosine(u, lr, min_lr)
+    return float(out) if out.ndim == 0 else out
+
+
+def _cycle_positions(t, n_iter, n_cycles):
+    """The steps, their 0-based cycle and their position ``(t - start) / length`` in it."""
     bounds = cycle_boundaries(n_iter, n_cycles)
     t_arr = _check_steps(t, n_iter)
     cycle = np.searchsorted(bounds, t_arr, side="right") - 1
     start = bounds[cycle]
-    length = bounds[cycle + 1] - start
-    out = min_lr + (lr - min_lr) / 2.0 * (1.0 + np.cos(np.pi * (t_arr - start) / length))
+    return t_arr, cycle, (t_arr - start) / (bounds[cycle + 1] - start)
+
+
+def _cosine(u, lr, min_lr):
+    """Half a cosine from ``lr`` (position 0) down towards ``min_lr`` (position 1)."""
+    return min_lr + (lr - min_lr) / 2.0 * (1.0 + np.cos(np.pi * u))
+
+
+@validate_params(
+    {"t": ["array-like", Integral], "n_iter": [_N_ITER],
+     "n_cycles": [_N_CYCLES], "lr": [Real], "min_lr": [Real],
+     "warmup": [Interval(Real, 0, 1, closed="left")]},
+    prefer_skip_nested_validation=True,
+)
+def cosine_warmup_lr(t, n_iter, n_cycles, lr, min_lr=0.0, warmup=0.25):
+    """Cosine annealing whose restarts ramp up instead of jumping to ``lr``.
+
+    The first cycle is that of :func:`cosine_annealing_lr` (it starts from
+    the initial weights). Every later cycle first raises the learning rate
+    linearly from ``min_lr`` to ``lr`` over its first ``warmup`` share, then
+    anneals it along the cosine to ``min_lr`` at its end, where the snapshot
+    is taken (the same cycles and snapshot steps as the cosine schedule). A
+    sudden jump from ``min_lr`` to ``lr`` can throw a net that has no
+    normalisation out of its basin; ``benchmarks/budget.py`` measures it.
+
+    Parameters
+    ----------
+    t : int or array-like of int
+        Training iteration(s), ``0 <= t < n_iter``.
+    n_iter : int
+        Total number of training iterations.
+    n_cycles : int
+        Number of cycles (snapshots).
+    lr : float
+        Peak learning rate.
+    min_lr : float, default=0.0
+        Learning rate at the cycles' ends and at the start of every restart.
+    warmup : float in [0, 1), default=0.25
+        Share of every cycle after the first spent ramping up; 0 gives
+        :func:`cosine_annealing_lr`.
+
+    Returns
+    -------
+    lr_t : float or ndarray
+        The learning rate of each iteration in ``t``.
+
+    Examples
+    --------
+    >>> cosine_warmup_lr(range(8), 8, 2, lr=1.0, warmup=0.5).round(3).tolist()
+    [1.0, 0.854, 0.5, 0.146, 0.0, 0.5, 1.0, 0.5]
+    """
+    t_arr, cycle, u = _cycle_positions(t, n_iter, n_cycles)
+    if warmup == 0:
+        out = _cosine(u, lr, min_lr)
+    else:
+        restarted = cycle > 0
+        ramping = restarted & (u < warmup)
+        after = np.where(restarted, np.clip((u - warmup) / (1.0 - warmup), 0.0, 1.0), u)
+        out = np.where(ramping, min_lr + (lr - min_lr) * u / warmup, _cosine(after, lr, min_lr))
     return float(out) if out.ndim == 0 else out
 
 
@@ -238,6 +303,7 @@ def linear_snapshot_iterations(n_iter, n_cycles, warmup=0.5):
 
 SCHEDULES = {
     "cosine": (cosine_annealing_lr, snapshot_iterations),
+    "cosine_warmup": (cosine_warmup_lr, snapshot_iterations),
     "linear": (linear_cycles_lr, linear_snapshot_iterations),
 }
 

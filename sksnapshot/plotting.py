@@ -89,7 +89,7 @@ def plot_lr_schedule(estimator=None, *, schedule=None, n_iter=None, n_snapshots=
     ----------
     estimator : SnapshotEnsembleClassifier or SnapshotEnsembleRegressor, default=None
         A fitted ensemble. Give either it or the schedule's arguments.
-    schedule : {"cosine", "linear"} or callable, default=None
+    schedule : {"cosine", "cosine_warmup", "linear"} or callable, default=None
         The schedule to draw without an estimator; None means "cosine". See
         the ``schedule`` parameter of
         :class:`~sksnapshot.SnapshotEnsembleClassifier`.

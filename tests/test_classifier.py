@@ -19,7 +19,9 @@ from sksnapshot import (
     MLPModule,
     SnapshotEnsembleClassifier,
     cosine_annealing_lr,
+    cosine_warmup_lr,
     default_classifier_net,
+    snapshot_iterations,
 )
 from sksnapshot._data import validation_split
 
@@ -46,6 +48,15 @@ def test_lr_is_set_every_batch_to_the_cosine(data):
     n_iter = 7 * 4  # 120 rows in batches of 32
     assert clf.n_iter_ == n_iter == len(lrs)
     np.testing.assert_allclose(lrs, cosine_annealing_lr(np.arange(n_iter), n_iter, 4, lr=0.1))
+
+
+def test_warmup_restarts_set_every_batch_and_snapshot_at_the_cosine_ends(data):
+    X, y = data
+    clf = fit(X, y, tiny_net(max_epochs=7), n_snapshots=4, validation_fraction=0.0,
+              schedule="cosine_warmup")
+    lrs = np.array([b["lr"] for epoch in clf.net_.history for b in epoch["batches"]])
+    np.testing.assert_allclose(lrs, cosine_warmup_lr(np.arange(28), 28, 4, lr=0.1))
+    assert clf.snapshot_iterations_ == snapshot_iterations(28, 4).tolist()
 
 
 @pytest.mark.parametrize("max_epochs, n_snapshots", [(7, 4), (5, 5), (3, 12), (6, 1)])

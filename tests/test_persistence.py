@@ -678,6 +678,16 @@ def test_a_format_1_file_of_the_linear_schedule_gets_its_snapshot_steps(data, tm
     assert loaded.snapshot_iterations_ == clf.snapshot_iterations_
 
 
+def test_the_warmup_schedule_is_saved_by_name(data, tmp_path):
+    X, y = data
+    clf = SnapshotEnsembleClassifier(tiny_net(max_epochs=4), n_snapshots=2,
+                                     schedule="cosine_warmup", random_state=0).fit(X, y)
+    save_ensemble(clf, tmp_path / "saved")
+    loaded = load_ensemble(tmp_path / "saved")
+    assert loaded.schedule == "cosine_warmup"
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
 def test_a_format_1_file_missing_cycles_gets_approximate_steps(saved, tmp_path):
     edit = [as_format_1, set_at("params.n_snapshots", 4)]
     with pytest.warns(UserWarning, match="format 1 files do not record the step of each "

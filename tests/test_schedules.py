@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from sksnapshot import cosine_annealing_lr, cycle_boundaries, snapshot_iterations
+from sksnapshot import (
+    cosine_annealing_lr,
+    cosine_warmup_lr,
+    cycle_boundaries,
+    snapshot_iterations,
+)
 from sksnapshot._schedules import linear_cycles_lr, linear_snapshot_iterations, resolve_schedule
 
 
@@ -54,6 +59,31 @@ def test_cosine_scalar_and_range_checks():
         cosine_annealing_lr(10, 10, 2, lr=1.0)
 
 
+def test_warmup_restarts_ramp_up_then_follow_the_cosine():
+    n_iter, n_cycles, lr, min_lr, warmup = 40, 4, 0.2, 0.01, 0.3
+    t = np.arange(n_iter)
+    got = cosine_warmup_lr(t, n_iter, n_cycles, lr=lr, min_lr=min_lr, warmup=warmup)
+    plain = cosine_annealing_lr(t, n_iter, n_cycles, lr=lr, min_lr=min_lr)
+    np.testing.assert_allclose(got[:10], plain[:10])  # the first cycle starts from scratch
+    for start in (10, 20, 30):
+        cycle = got[start:start + 10]
+        assert cycle[0] == pytest.approx(min_lr)  # no jump at the restart
+        assert np.all(np.diff(cycle[:3]) > 0)  # rising over the first 30 %
+        np.testing.assert_allclose(np.diff(cycle[:4], 2), 0, atol=1e-12)  # linearly
+        assert cycle[3] == pytest.approx(lr)  # the peak where the ramp ends
+        assert np.all(np.diff(cycle[3:]) < 0)  # then the cosine down
+        assert cycle[-1] < min_lr + (lr - min_lr) * 0.2
+    # Snapshots where the cosine schedule takes them, at the cycles' low points.
+    ends = snapshot_iterations(n_iter, n_cycles)
+    assert resolve_schedule("cosine_warmup")[1] is snapshot_iterations
+    assert [got[end] for end in ends] == [got[s + 3:s + 10].min() for s in (0, 10, 20, 30)]
+    np.testing.assert_allclose(
+        cosine_warmup_lr(t, n_iter, n_cycles, lr=lr, min_lr=min_lr, warmup=0.0), plain)
+    assert isinstance(cosine_warmup_lr(12, n_iter, n_cycles, lr=lr), float)
+    with pytest.raises(ValueError, match="warmup"):
+        cosine_warmup_lr(0, 10, 2, lr=0.1, warmup=1.0)
+
+
 def test_linear_schedule_warms_up_then_cycles_between_two_rates():
     n_iter, n_cycles, lr, min_lr = 40, 4, 0.2, 0.001
     lrs = linear_cycles_lr(np.arange(n_iter), n_iter, n_cycles, lr=lr, min_lr=min_lr)
@@ -80,6 +110,7 @@ def test_linear_schedule_needs_room_for_its_cycles():
 def test_resolve_schedule():
     assert resolve_schedule("cosine") == (cosine_annealing_lr, snapshot_iterations)
     assert resolve_schedule("linear") == (linear_cycles_lr, linear_snapshot_iterations)
+    assert resolve_schedule("cosine_warmup") == (cosine_warmup_lr, snapshot_iterations)
     custom = lambda t, n_iter, n_cycles, lr, min_lr: np.full(len(t), lr)  # noqa: E731
     assert resolve_schedule(custom) == (custom, snapshot_iterations)
     with pytest.raises(ValueError, match="schedule must be one of"):
