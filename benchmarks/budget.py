@@ -33,6 +33,7 @@ import time
 import warnings
 
 import numpy as np
+import torch
 
 from sksnapshot import SnapshotEnsembleClassifier
 
@@ -82,6 +83,7 @@ def _fit_scored(data, model, lr, epochs, seed, method, max_train):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method == "plain":
+            torch.manual_seed(seed)  # skorch draws the initial weights from torch's global RNG
             net.set_params(module__n_features=X_fit.shape[1],
                            module__n_classes=len(np.unique(y_fit))).fit(X_fit, y_fit)
             return {"plain skorch net": _scores(y_test, net.predict_proba(X_test)),
