@@ -12,6 +12,7 @@ from sksnapshot._regression_selection import (
 from sksnapshot._selection import (
     disagreement_matrix,
     member_scores,
+    optimize_simplex,
     optimize_weights,
     select_diverse,
     select_greedy,
@@ -461,3 +462,23 @@ def test_regression_selection_options():
         select_regression_members(means, y, "all", weighting="stacking")
     with pytest.raises(ValueError, match="for regression"):
         select_regression_members(means, y, "diverse")
+
+
+def test_the_weight_optimiser_runs_blas_on_one_thread_and_restores_it():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info()
+                if pool["user_api"] == "blas"]
+
+    before, seen = blas_threads(), []
+    target = np.array([0.2, 0.5, 0.3])
+
+    def loss_and_grad(w):
+        seen.append(blas_threads())
+        return ((w - target) ** 2).sum(), 2 * (w - target)
+
+    np.testing.assert_allclose(optimize_simplex(loss_and_grad, 3), target, atol=1e-4)
+    # The optimiser's own evaluations (all but the final comparison with the start).
+    assert len(seen) > 2 and all(threads == [1] * len(before) for threads in seen[:-2])
+    assert blas_threads() == before
