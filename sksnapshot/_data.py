@@ -330,11 +330,13 @@ class _WholeBatches(torch.utils.data.Dataset):
 def _as_tensors(data):
     """``data`` with its arrays as tensors sharing their memory, as ``default_convert`` makes them.
 
-    Arrays of strings or objects stay NumPy arrays, as ``default_convert`` leaves them.
+    Arrays of strings or objects stay NumPy arrays, as ``default_convert`` leaves them;
+    so do read-only arrays (memory maps, joblib's copies for worker processes), which
+    torch would share only with a warning: each batch of them is converted instead.
     """
     if isinstance(data, dict):
         return {key: _as_tensors(value) for key, value in data.items()}
-    if isinstance(data, np.ndarray) and data.dtype.kind not in "SaUO":
+    if isinstance(data, np.ndarray) and data.dtype.kind not in "SaUO" and data.flags.writeable:
         return torch.as_tensor(data)
     return data
 
@@ -370,7 +372,7 @@ class _InMemoryBatches:
 def _take_rows(data, rows, indices):
     if isinstance(data, dict):
         return {key: _take_rows(value, rows, indices) for key, value in data.items()}
-    return data[rows] if isinstance(data, torch.Tensor) else data[indices]
+    return data[rows] if isinstance(data, torch.Tensor) else _as_tensors(data[indices])
 
 
 def batch_loader(dataset, batch_size=128, shuffle=False, drop_last=False, **kwargs):

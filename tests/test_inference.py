@@ -1,6 +1,7 @@
 """The one inference path: equal to skorch's own prediction, safe from threads, fast data path."""
 
 import copy
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -159,13 +160,16 @@ def test_a_dataloader_option_keeps_the_same_snapshots(data):
 
 @pytest.mark.parametrize("shuffle, drop_last", [(True, False), (False, False), (True, True)])
 @pytest.mark.parametrize("kind", ["float", "int", "dict", "no y", "tensor", "generator",
-                                  "workers"])
+                                  "workers", "read-only"])
 def test_batch_loader_yields_what_a_dataloader_yields(kind, shuffle, drop_last):
     rng = np.random.RandomState(0)
     X = rng.randn(45, 3).astype(np.float32)
     y = rng.randint(0, 3, 45)
     X = {"int": rng.randint(0, 9, (45, 2, 2)), "dict": {"a": X, "b": X[:, :1] * 2},
          "tensor": torch.as_tensor(X)}.get(kind, X)
+    if kind == "read-only":  # a memory map, or joblib's copy for a worker process
+        X.flags.writeable = False
+        y.flags.writeable = False
     dataset = Dataset(X, None if kind == "no y" else y)
 
     def batches(make):
@@ -173,9 +177,14 @@ def test_batch_loader_yields_what_a_dataloader_yields(kind, shuffle, drop_last):
         options = {"generator": torch.Generator().manual_seed(3)} if kind == "generator" else {}
         if kind == "workers" and make is batch_loader:
             options["num_workers"] = 0  # any DataLoader option: batches through a DataLoader
-        loader = make(dataset, batch_size=8, shuffle=shuffle, drop_last=drop_last, **options)
-        # The draws after the loader's: dropout in the steps between batches.
-        return [(batch, torch.rand(1)) for _ in range(2) for batch in loader]
+        with warnings.catch_warnings():
+            # Ours must not warn (torch warns when it shares a read-only array);
+            # the per-row DataLoader does, for read-only rows.
+            warnings.simplefilter("error" if make is batch_loader else "ignore")
+            loader = make(dataset, batch_size=8, shuffle=shuffle, drop_last=drop_last,
+                          **options)
+            # The draws after the loader's: dropout in the steps between batches.
+            return [(batch, torch.rand(1)) for _ in range(2) for batch in loader]
 
     ours, reference = batches(batch_loader), batches(torch.utils.data.DataLoader)
     assert len(ours) == len(reference) == len(batch_loader(
