@@ -310,23 +310,6 @@ def _indexable(data):
     return isinstance(data, (np.ndarray, torch.Tensor))
 
 
-class _WholeBatches(torch.utils.data.Dataset):
-    """skorch's ``Dataset`` of in-memory arrays, indexed by a whole batch of rows at once."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, indices):
-        indices = np.asarray(indices, dtype=np.int64)
-        y = self.dataset.y
-        # skorch's placeholder for a missing y (see skorch.dataset.Dataset.transform).
-        return (_take(self.dataset.X, indices),
-                torch.Tensor([0]) if y is None else _take(y, indices))
-
-
 def _as_tensors(data):
     """``data`` with its arrays as tensors sharing their memory, as ``default_convert`` makes them.
 
@@ -341,20 +324,46 @@ def _as_tensors(data):
     return data
 
 
+def _take_rows(data, rows, indices):
+    if isinstance(data, dict):
+        return {key: _take_rows(value, rows, indices) for key, value in data.items()}
+    return data[rows] if isinstance(data, torch.Tensor) else _as_tensors(data[indices])
+
+
+class _WholeBatches(torch.utils.data.Dataset):
+    """skorch's ``Dataset`` of in-memory arrays, indexed by a whole batch of rows at once.
+
+    The arrays are turned into tensors once (as ``default_convert`` would turn
+    each batch); a batch is one indexing step.
+    """
+
+    def __init__(self, dataset):
+        self.n = len(dataset)
+        self.X = _as_tensors(dataset.X)
+        self.y = None if dataset.y is None else _as_tensors(dataset.y)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, indices):
+        indices = np.asarray(indices, dtype=np.int64)
+        rows = torch.from_numpy(indices)
+        # skorch's placeholder for a missing y (see skorch.dataset.Dataset.transform).
+        return (_take_rows(self.X, rows, indices),
+                torch.Tensor([0]) if self.y is None else _take_rows(self.y, rows, indices))
+
+
 class _InMemoryBatches:
     """The batches of ``DataLoader(_WholeBatches(dataset), sampler, batch_size=None)``.
 
     The same tensors in the same order, without the ``DataLoader``'s
     per-batch machinery (fetcher, profiler scope, conversion of every
-    batch): the arrays are turned into tensors once and each batch is one
-    indexing step. Used when no worker, pinning or collation option asks for
-    a real ``DataLoader``.
+    batch). Used when no worker, pinning or collation option asks for a real
+    ``DataLoader``.
     """
 
-    def __init__(self, dataset, sampler):
-        self.X = _as_tensors(dataset.X)
-        self.y = None if dataset.y is None else _as_tensors(dataset.y)
-        self.sampler = sampler
+    def __init__(self, batches, sampler):
+        self.batches, self.sampler = batches, sampler
 
     def __len__(self):
         return len(self.sampler)
@@ -364,15 +373,7 @@ class _InMemoryBatches:
         # draw keeps every later one (shuffling, dropout) where it would be.
         torch.empty((), dtype=torch.int64).random_(generator=self.sampler.generator)
         for indices in self.sampler:
-            rows = torch.from_numpy(indices)
-            yield (_take_rows(self.X, rows, indices),
-                   torch.Tensor([0]) if self.y is None else _take_rows(self.y, rows, indices))
-
-
-def _take_rows(data, rows, indices):
-    if isinstance(data, dict):
-        return {key: _take_rows(value, rows, indices) for key, value in data.items()}
-    return data[rows] if isinstance(data, torch.Tensor) else _as_tensors(data[indices])
+            yield self.batches[indices]
 
 
 def batch_loader(dataset, batch_size=128, shuffle=False, drop_last=False, **kwargs):
@@ -393,10 +394,11 @@ def batch_loader(dataset, batch_size=128, shuffle=False, drop_last=False, **kwar
                           drop_last=drop_last, **kwargs)
     generator = kwargs.pop("generator", None)
     sampler = _BatchIndices(len(dataset), batch_size, shuffle, drop_last, generator)
+    batches = _WholeBatches(dataset)
     if kwargs:
-        return DataLoader(_WholeBatches(dataset), sampler=sampler, batch_size=None,
-                          generator=generator, **kwargs)
-    return _InMemoryBatches(dataset, sampler)
+        return DataLoader(batches, sampler=sampler, batch_size=None, generator=generator,
+                          **kwargs)
+    return _InMemoryBatches(batches, sampler)
 
 
 class _BatchIndices(torch.utils.data.Sampler):

@@ -143,18 +143,17 @@ def cosine_annealing_lr(t, n_iter, n_cycles, lr, min_lr=0.0):
     >>> cosine_annealing_lr(range(4), 4, 2, lr=1.0).round(3).tolist()
     [1.0, 0.5, 1.0, 0.5]
     """
-    t_arr, cycle, u = _cycle_positions(t, n_iter, n_cycles)
-    out = _cosine(u, lr, min_lr)
+    out = _cosine(_cycle_positions(t, n_iter, n_cycles)[1], lr, min_lr)
     return float(out) if out.ndim == 0 else out
 
 
 def _cycle_positions(t, n_iter, n_cycles):
-    """The steps, their 0-based cycle and their position ``(t - start) / length`` in it."""
+    """The steps' 0-based cycle and their position ``(t - start) / length`` in it."""
     bounds = cycle_boundaries(n_iter, n_cycles)
     t_arr = _check_steps(t, n_iter)
     cycle = np.searchsorted(bounds, t_arr, side="right") - 1
     start = bounds[cycle]
-    return t_arr, cycle, (t_arr - start) / (bounds[cycle + 1] - start)
+    return cycle, (t_arr - start) / (bounds[cycle + 1] - start)
 
 
 def _cosine(u, lr, min_lr):
@@ -205,7 +204,7 @@ def cosine_warmup_lr(t, n_iter, n_cycles, lr, min_lr=0.0, warmup=0.25):
     >>> cosine_warmup_lr(range(8), 8, 2, lr=1.0, warmup=0.5).round(3).tolist()
     [1.0, 0.854, 0.5, 0.146, 0.0, 0.5, 1.0, 0.5]
     """
-    t_arr, cycle, u = _cycle_positions(t, n_iter, n_cycles)
+    cycle, u = _cycle_positions(t, n_iter, n_cycles)
     if warmup == 0:
         out = _cosine(u, lr, min_lr)
     else:
