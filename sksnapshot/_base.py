@@ -112,7 +112,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
     _parameter_constraints = {
         "net": "no_validation",
-        "n_snapshots": [_Count(Integral, 1, None, closed="left")],
+        "n_snapshots": [StrOptions({"auto"}), _Count(Integral, 1, None, closed="left")],
         "n_members": [None, _Count(Integral, 1, None, closed="left")],
         "min_lr": [Interval(Real, 0, None, closed="left")],
         "schedule": [StrOptions(set(SCHEDULES)), callable],
@@ -128,7 +128,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, net=None, *, n_snapshots=5, n_members=None, min_lr=0.0,
+    def __init__(self, net=None, *, n_snapshots="auto", n_members=None, min_lr=0.0,
                  schedule="cosine", selection="all", weighting="auto", combine="proba",
                  calibration="auto", validation_fraction=0.1, checkpoint_dir=None,
                  n_runs=1, bootstrap=False, n_jobs=None, random_state=None, verbose=0):
@@ -156,7 +156,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
     def _check_member_settings(self):
         """The checks of ``n_members`` against the other settings, for fit and select."""
-        if self.n_members is not None and self.n_members > self.n_snapshots:
+        if (self.n_members is not None and self.n_snapshots != "auto"
+                and self.n_members > self.n_snapshots):
             raise ValueError(
                 f"n_members={self.n_members} cannot exceed n_snapshots={self.n_snapshots}."
             )
@@ -381,8 +382,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
         n_iter_planned = records[0].n_iter_planned * self.n_runs
         if any(record.interrupted for record in records) or len(records) < self.n_runs:
             of = "" if self.n_runs == 1 else f" over {len(records)} of {self.n_runs} runs"
+            planned = records[0].n_cycles * self.n_runs
             warnings.warn(
-                f"Training stopped after {len(snapshots)} of {self.n_snapshots * self.n_runs} "
+                f"Training stopped after {len(snapshots)} of {planned} "
                 f"cycles{of} (iteration {n_iter} of {n_iter_planned}); "
                 f"the ensemble keeps the {len(snapshots)} snapshots taken.",
                 RuntimeWarning, stacklevel=3,

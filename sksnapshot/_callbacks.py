@@ -8,10 +8,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from skorch.callbacks import Callback
+from skorch.dataset import get_len
 
-from ._schedules import check_enough_iterations, learning_rate_table, resolve_schedule
+from ._schedules import (
+    auto_cycle_bounds,
+    auto_lr,
+    check_enough_iterations,
+    learning_rate_table,
+    plateau_epoch,
+    resolve_schedule,
+)
 
-__all__ = ["CyclicSnapshots", "SnapshotRecord", "copy_state_dict"]
+__all__ = ["AUTO_FIXED_CYCLES", "CyclicSnapshots", "SnapshotRecord", "copy_state_dict"]
+
+# n_snapshots="auto" with a schedule that cannot be cut early ("linear", a callable):
+# the fixed number of cycles these schedules had as their default.
+AUTO_FIXED_CYCLES = 5
 
 
 def copy_state_dict(module):
@@ -83,6 +95,8 @@ class SnapshotRecord:
         Optimizer steps planned for the run.
     n_iter : int
         Optimizer steps taken (fewer after an interruption).
+    n_cycles : int
+        Cycles planned (for ``n_snapshots="auto"``, as the validation curve decided).
     """
 
     snapshots: list
@@ -91,10 +105,16 @@ class SnapshotRecord:
     divergences: list
     n_iter_planned: int
     n_iter: int
+    n_cycles: int = 0
 
     @property
     def interrupted(self):
         return self.n_iter < self.n_iter_planned
+
+
+def _index(states, state):
+    """The position of ``state`` (the object itself) in ``states``."""
+    return next(i for i, s in enumerate(states) if s is state)
 
 
 def _all_finite(module):
@@ -114,10 +134,20 @@ class CyclicSnapshots(Callback):
     Cycle ends are found by counting steps, not by reading the learning rate,
     so the callback does not depend on the order in which callbacks run.
 
+    With ``n_snapshots="auto"`` (and a cosine schedule) training starts as
+    the single net's: one cosine over the whole budget. It is cut into
+    cycles only when the validation loss levels off early enough for at
+    least two more cycles as long as the epochs it took
+    (:func:`~sksnapshot._schedules.plateau_epoch`): the first cycle then
+    anneals, and the rest of the budget becomes up to
+    ``AUTO_MAX_CYCLES`` restart cycles of whole epochs. Without validation
+    rows, or when the budget is too short, it stays one cycle: the single net.
+
     Parameters
     ----------
-    n_snapshots : int
-        Number of cycles, hence of snapshots.
+    n_snapshots : int or "auto"
+        Number of cycles, hence of snapshots; "auto" as above (with the
+        "linear" schedule or a callable: 5).
     min_lr : float, default=0.0
         The learning rate every cycle anneals towards.
     schedule : {"cosine", "cosine_warmup", "linear"} or callable, default="cosine"
@@ -142,7 +172,15 @@ class CyclicSnapshots(Callback):
         The cycle's snapshot is then dropped, the
         last good weights (the previous snapshot, else the initial weights) are
         restored, the optimizer's state is reset, and the peak learning rate of
-        the rest of training is halved. None turns the guard off.
+        the rest of training is halved. None turns the guard off. A divergence
+        in the last cycle before any snapshot was kept keeps that cycle's
+        snapshot (it trains on from the initial weights).
+    collapse_factor : float or None, default=None
+        The restart-collapse guard (the estimators turn it on for
+        ``n_snapshots="auto"``): a snapshot whose validation loss is above
+        ``collapse_factor`` times the best earlier snapshot's is not kept;
+        that best snapshot's weights are restored and the peak learning rate
+        is halved, as for a divergence. Needs validation rows.
     checkpoint : object or None, default=None
         Something with ``save_snapshot(index, state)`` and
         ``save_progress(net, callback)`` methods, called when a snapshot is
@@ -168,12 +206,14 @@ class CyclicSnapshots(Callback):
     """
 
     def __init__(self, n_snapshots, min_lr=0.0, schedule="cosine",
-                 event_name="event_snapshot", divergence_factor=10.0, checkpoint=None):
+                 event_name="event_snapshot", divergence_factor=10.0, collapse_factor=None,
+                 checkpoint=None):
         self.n_snapshots = n_snapshots
         self.min_lr = min_lr
         self.schedule = schedule
         self.event_name = event_name
         self.divergence_factor = divergence_factor
+        self.collapse_factor = collapse_factor
         self.checkpoint = checkpoint
 
     def initialize(self):
@@ -189,11 +229,15 @@ class CyclicSnapshots(Callback):
         self._reference_loss = None
         self._drop_cycle = False
         self._initial_state = None
+        self._cut = None
+        self._snapshot_losses = []
+        self._dataset_valid = None
         return self
 
     # -- resuming -----------------------------------------------------------
     _PROGRESS = ("iteration_", "snapshot_epochs_", "snapshot_iterations_", "divergences_",
-                 "_peaks", "_lr_scale", "_reference_loss", "_drop_cycle")
+                 "_peaks", "_lr_scale", "_reference_loss", "_drop_cycle", "_cut",
+                 "_snapshot_losses")
 
     def progress_state(self):
         """What a resumed fit needs, besides the net's own state and the snapshots.
@@ -223,7 +267,7 @@ class CyclicSnapshots(Callback):
             snapshots=self.snapshots_, snapshot_epochs=list(self.snapshot_epochs_),
             snapshot_iterations=list(self.snapshot_iterations_),
             divergences=list(self.divergences_), n_iter_planned=self.n_iter_,
-            n_iter=self.iteration_)
+            n_iter=self.iteration_, n_cycles=self._n_cycles())
         self.snapshots_ = []
         self._initial_state = None
         return record
@@ -242,8 +286,9 @@ class CyclicSnapshots(Callback):
                 "cycles cannot be planned."
             ) from exc
         self.n_iter_ = int(net.max_epochs) * n_batches
+        self._n_batches = n_batches
         check_enough_iterations(
-            self.n_iter_, self.n_snapshots,
+            self.n_iter_, self._n_cycles(),
             f"n_snapshots={self.n_snapshots} needs at least as many training iterations, "
             f"but max_epochs={net.max_epochs} x {n_batches} batches per epoch gives only "
             f"{self.n_iter_}.")
@@ -261,27 +306,53 @@ class CyclicSnapshots(Callback):
                 f"min_lr={self.min_lr} is above the peak learning rate {too_low[0]} "
                 "of the optimizer; min_lr must not exceed the net's lr."
             )
-        self._plan_lrs()
-        ends = resolve_schedule(self.schedule)[1](self.n_iter_, self.n_snapshots)
-        self._cycle_ends = set(ends.tolist())
-        # Cycle k (1-based) ends at its snapshot step, for the history's 'cycle'.
-        self._bounds = np.concatenate([[0], ends + 1])
+        self._plan()
         if not self.snapshots_ and self._initial_state is None:  # a resumed fit has its own
             self._initial_state = copy_state_dict(_unwrapped_module(net))
 
+    @property
+    def _auto(self):
+        """Whether the validation curve plans the cycles (``n_snapshots="auto"``)."""
+        return self.n_snapshots == "auto" and self.schedule in ("cosine", "cosine_warmup")
+
+    def _n_cycles(self):
+        """The cycles planned: ``n_snapshots``, or what "auto" has decided so far."""
+        if self.n_snapshots != "auto":
+            return self.n_snapshots
+        if not self._auto:  # another schedule: the fixed count it had before "auto"
+            return AUTO_FIXED_CYCLES
+        return 1 if self._cut is None else len(self._cut) - 1
+
+    def _plan(self):
+        """The learning-rate tables and the snapshot steps of the current plan."""
+        self._plan_lrs()
+        if self._auto:
+            ends = np.asarray(self._cut[1:] if self._cut is not None else [self.n_iter_]) - 1
+        else:
+            ends = resolve_schedule(self.schedule)[1](self.n_iter_, self._n_cycles())
+        self._cycle_ends = set(ends.tolist())
+        # Cycle k (1-based) ends at its snapshot step, for the history's 'cycle'.
+        self._bounds = np.concatenate([[0], ends + 1])
+
     def _plan_lrs(self):
         """One learning-rate table per parameter group: a lookup per batch, no maths."""
+        def table(peak):
+            if not self._auto:
+                return learning_rate_table(self.schedule, self.n_iter_, self._n_cycles(),
+                                           lr=peak, min_lr=self.min_lr)
+            warmup = 0.25 if self.schedule == "cosine_warmup" else 0.0
+            return auto_lr(np.arange(self.n_iter_), self.n_iter_, self._cut, lr=peak,
+                           min_lr=self.min_lr, warmup=warmup)
+
         # Python floats: the per-batch lookup is the training loop's own overhead.
-        self._lrs = [
-            learning_rate_table(self.schedule, self.n_iter_, self.n_snapshots,
-                                lr=self.min_lr + (peak - self.min_lr) * self._lr_scale,
-                                min_lr=self.min_lr).tolist()
-            for peak in self._peaks]
+        self._lrs = [table(self.min_lr + (peak - self.min_lr) * self._lr_scale).tolist()
+                     for peak in self._peaks]
 
     # -- training -----------------------------------------------------------
-    def on_epoch_begin(self, net, **kwargs):
+    def on_epoch_begin(self, net, dataset_valid=None, **kwargs):
         self._snapshot_this_epoch = False
         self._diverged_this_epoch = False
+        self._dataset_valid = dataset_valid
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if not training:
@@ -311,14 +382,45 @@ class CyclicSnapshots(Callback):
             else:
                 # Every process keeps the (identical) snapshots: choosing members
                 # predicts with all processes in step. Only the main one writes files.
-                self.snapshots_.append(copy_state_dict(_unwrapped_module(net)))
-                self.snapshot_epochs_.append(len(net.history))
-                self.snapshot_iterations_.append(self.iteration_)
-                self._snapshot_this_epoch = True
-                if self.checkpoint is not None and _is_main_process(net):
-                    self.checkpoint.save_snapshot(len(self.snapshots_) - 1,
-                                                  self.snapshots_[-1])
+                self._take_snapshot(net)
         self.iteration_ += 1
+
+    def _take_snapshot(self, net):
+        """Keep the module's weights as a snapshot, unless the collapse guard refuses them."""
+        loss = self._valid_loss(net) if self.collapse_factor is not None else None
+        best = min((x for x in self._snapshot_losses if x is not None), default=None)
+        if loss is not None and best is not None and not loss <= self.collapse_factor * best:
+            # The restart threw the net out of its basin: back to the best snapshot.
+            good = self.snapshots_[self._snapshot_losses.index(best)]
+            self._recover(net, self.iteration_,
+                          f"validation loss {loss:.4g}, {loss / best:.3g}x the best snapshot's",
+                          drop_cycle=False, good=good, removed=True)
+            return
+        # Every process keeps the (identical) snapshots: choosing members
+        # predicts with all processes in step. Only the main one writes files.
+        self.snapshots_.append(copy_state_dict(_unwrapped_module(net)))
+        self.snapshot_epochs_.append(len(net.history))
+        self.snapshot_iterations_.append(self.iteration_)
+        self._snapshot_losses.append(loss)
+        self._snapshot_this_epoch = True
+        if self.checkpoint is not None and _is_main_process(net):
+            self.checkpoint.save_snapshot(len(self.snapshots_) - 1, self.snapshots_[-1])
+
+    def _valid_loss(self, net):
+        """The module's mean loss on the validation rows, as skorch scores an epoch.
+
+        None without validation rows. The random number generator is left as it
+        was, so that the guard changes no later batch or initial weight.
+        """
+        if self._dataset_valid is None:
+            return None
+        total, count = 0.0, 0
+        with torch.random.fork_rng(devices=[]):
+            for batch in net.get_iterator(self._dataset_valid, training=False):
+                size = get_len(batch[0]) if isinstance(batch, (tuple, list)) else get_len(batch)
+                total += net.validation_step(batch)["loss"].item() * size
+                count += size
+        return _global_mean(net, total / max(count, 1))
 
     def on_epoch_end(self, net, **kwargs):
         valid_loss = net.history[-1].get("valid_loss")
@@ -333,17 +435,36 @@ class CyclicSnapshots(Callback):
                 self.snapshots_.pop()
                 self.snapshot_epochs_.pop()
                 self.snapshot_iterations_.pop()
+                self._snapshot_losses.pop()
                 self._snapshot_this_epoch = False
             self._recover(net, self.iteration_ - 1, f"validation loss {valid_loss:.4g}",
-                          drop_cycle=not popped)
+                          drop_cycle=not popped, removed=popped)
         last = max(min(self.iteration_, self.n_iter_) - 1, 0)
         net.history.record("lr", self._lrs[0][last])
         # 1-based cycle of the epoch's last step, as the user counts them.
         net.history.record("cycle", int(np.searchsorted(self._bounds, last, side="right")))
+        if self._auto and self._cut is None and self.iteration_ < self.n_iter_:
+            self._maybe_cut(net)
         net.history.record(self.event_name, self._snapshot_this_epoch)
         net.history.record("event_diverged", self._diverged_this_epoch)
         if self.checkpoint is not None and _is_main_process(net):
             self.checkpoint.save_progress(net, self)
+
+    def _maybe_cut(self, net):
+        """``n_snapshots="auto"``: end the first cycle early if validation has levelled off.
+
+        Until then the run is the single net's (one cosine over the budget). At a
+        plateau of the validation loss (:func:`~sksnapshot._schedules.plateau_epoch`)
+        early enough for two more cycles as long, the first cycle anneals and the
+        rest of the budget becomes restart cycles (``auto_cycle_bounds``).
+        """
+        losses = [row.get("valid_loss") for row in net.history]
+        if any(loss is None for loss in losses) or not plateau_epoch(
+                [_global_mean(net, loss) for loss in losses], int(net.max_epochs)):
+            return
+        epoch = self.iteration_ // self._n_batches
+        self._cut = auto_cycle_bounds(int(net.max_epochs), epoch, self._n_batches).tolist()
+        self._plan()
 
     # -- the divergence guard ------------------------------------------------
     def _is_divergent(self, loss, factor):
@@ -357,13 +478,21 @@ class CyclicSnapshots(Callback):
             return False
         return loss > factor * max(abs(reference), 1.0)
 
-    def _recover(self, net, step, what, drop_cycle=True):
-        """Restore the last good weights and halve the peak learning rate.
+    def _recover(self, net, step, what, drop_cycle=True, good=None, removed=False):
+        """Restore good weights and halve the peak learning rate.
 
         ``step`` is the step at which the divergence showed; ``drop_cycle``
-        says whether the snapshot of the cycle in progress must be dropped.
+        says whether the snapshot of the cycle in progress must be dropped
+        (``removed``: it was taken and removed already); ``good`` the weights
+        to restore (default: the last snapshot, else the initial weights).
         """
-        good = self.snapshots_[-1] if self.snapshots_ else self._initial_state
+        if good is None:
+            good = self.snapshots_[-1] if self.snapshots_ else self._initial_state
+        # The last cycle restarted from the initial weights before any snapshot was
+        # kept still trains a model of its own: keeping its snapshot is better than
+        # no ensemble (with n_snapshots=1, or "auto" before a cut, it is the only one).
+        last_chance = not self.snapshots_ and self._bounds[-2] <= step < self._bounds[-1] - 1
+        drop_cycle = drop_cycle and not last_chance
         _unwrapped_module(net).load_state_dict(good)
         # Momentum and Adam moments carry the divergence (often as NaN).
         net.optimizer_.state.clear()
@@ -377,11 +506,14 @@ class CyclicSnapshots(Callback):
                                   "loss": what, "lr_scale_before": old,
                                   "lr_scale_after": self._lr_scale})
         peak = self._peaks[0]
-        restored = f"snapshot {len(self.snapshots_)}" if self.snapshots_ else "the initialisation"
+        restored = (f"snapshot {_index(self.snapshots_, good) + 1}" if self.snapshots_
+                    else "the initialisation")
         warnings.warn(
             f"Cycle {cycle} diverged at iteration {step} ({what}). Restored the weights of "
             f"{restored}, "
-            f"dropped cycle {cycle}'s snapshot and lowered the peak learning rate from "
+            f"{'dropped' if drop_cycle or removed else 'kept'} cycle {cycle}'s snapshot and "
+            "lowered the "
+            f"peak learning rate from "
             f"{self.min_lr + (peak - self.min_lr) * old:.4g} to "
             f"{self.min_lr + (peak - self.min_lr) * self._lr_scale:.4g} for the rest of training.",
             RuntimeWarning, stacklevel=2,

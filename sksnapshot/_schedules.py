@@ -300,6 +300,95 @@ def linear_snapshot_iterations(n_iter, n_cycles, warmup=0.5):
     return n_warmup + bounds[1:] - 1
 
 
+# n_snapshots="auto": the most cycles planned after the cut (Huang et al. found 4-8
+# snapshots best), and how the validation curve must look for the cut.
+AUTO_MAX_CYCLES = 5
+AUTO_PATIENCE = 3  # epochs without improvement that make a plateau
+AUTO_TOLERANCE = 0.01  # improvement below this share of the best loss does not count
+# A restart whose snapshot's validation loss exceeds this multiple of the best earlier
+# snapshot's left its basin (overfitting alone raised it by up to ~1.3x, collapses 1.3-4.4x
+# in benchmarks/budget.py's CNN runs).
+AUTO_COLLAPSE_FACTOR = 1.5
+
+
+def plateau_epoch(valid_losses, n_epochs, patience=AUTO_PATIENCE, tol=AUTO_TOLERANCE):
+    """Whether the validation curve so far says: cut the first cycle here.
+
+    ``valid_losses`` are the validation losses of the epochs so far (one per
+    epoch, oldest first). A plateau is ``patience`` epochs whose best loss is
+    not ``tol`` (a share) below the best loss before them. A cut is allowed
+    only while at least two cycles as long as the epochs so far still fit in
+    the ``n_epochs`` budget, so the restarts that follow have had as long to
+    converge as the first cycle had.
+
+    Examples
+    --------
+    >>> plateau_epoch([1.0, 0.6, 0.5, 0.5, 0.51, 0.52], n_epochs=30)
+    True
+    >>> plateau_epoch([1.0, 0.6, 0.5, 0.45, 0.4, 0.35], n_epochs=30)
+    False
+    >>> plateau_epoch([1.0, 0.6, 0.5, 0.5, 0.51, 0.52], n_epochs=15)
+    False
+    """
+    losses = np.asarray(valid_losses, dtype=np.float64)
+    epoch = len(losses)
+    if epoch <= patience or 3 * epoch > n_epochs or not np.all(np.isfinite(losses)):
+        return False
+    return bool(losses[-patience:].min() > (1.0 - tol) * losses[:-patience].min())
+
+
+def auto_cycle_bounds(n_epochs, cut_epoch, n_batches, max_cycles=AUTO_MAX_CYCLES):
+    """The steps that bound the cycles after a cut at the end of ``cut_epoch``.
+
+    The remaining epochs are split into ``min(max_cycles, remaining // cut_epoch)``
+    cycles of whole epochs (at least two): cycles at least as long as the
+    epochs the first cycle needed to reach its plateau. Returns the steps
+    ``[cut, b_1, ..., n_iter]``, ``n_iter = n_epochs * n_batches``.
+
+    Examples
+    --------
+    >>> auto_cycle_bounds(40, 6, 10).tolist()
+    [60, 130, 200, 260, 330, 400]
+    """
+    remaining = n_epochs - cut_epoch
+    n_cycles = max(2, min(max_cycles, remaining // cut_epoch))
+    epochs = cut_epoch + cycle_boundaries(remaining, n_cycles)
+    return epochs * n_batches
+
+
+def auto_lr(t, n_iter, bounds, lr, min_lr=0.0, warmup=0.0):
+    """The learning rate of ``n_snapshots="auto"`` at the steps ``t``.
+
+    Until the cut (``bounds[0]``) it is the single net's: one cosine from
+    ``lr`` to ``min_lr`` over all ``n_iter`` steps. The first cycle then
+    anneals, along half a cosine, from the rate it had reached to ``min_lr``
+    at ``bounds[1]``; every later cycle ``[bounds[k], bounds[k+1])`` restarts
+    as :func:`cosine_warmup_lr` does (``warmup=0``: a jump to ``lr``, as
+    :func:`cosine_annealing_lr`). ``bounds`` None: no cut, one cosine.
+
+    Examples
+    --------
+    >>> auto_lr(range(8), 8, [2, 5, 8], lr=1.0).round(3).tolist()
+    [1.0, 0.962, 0.854, 0.64, 0.213, 1.0, 0.75, 0.25]
+    """
+    t_arr = _check_steps(t, n_iter)
+    single = _cosine(t_arr / n_iter, lr, min_lr)
+    if bounds is None:
+        return single
+    bounds = np.asarray(bounds, dtype=np.int64)
+    cycle = np.clip(np.searchsorted(bounds, t_arr, side="right") - 1, 0, len(bounds) - 2)
+    u = (t_arr - bounds[cycle]) / (bounds[cycle + 1] - bounds[cycle])
+    at_cut = _cosine(bounds[0] / n_iter, lr, min_lr)
+    first = _cosine(u, at_cut, min_lr)
+    if warmup > 0:
+        ramp = min_lr + (lr - min_lr) * u / warmup
+        later = np.where(u < warmup, ramp,
+                         _cosine(np.clip((u - warmup) / (1.0 - warmup), 0.0, 1.0), lr, min_lr))
+    else:
+        later = _cosine(u, lr, min_lr)
+    return np.where(t_arr < bounds[0], single, np.where(cycle == 0, first, later))
+
+
 SCHEDULES = {
     "cosine": (cosine_annealing_lr, snapshot_iterations),
     "cosine_warmup": (cosine_warmup_lr, snapshot_iterations),

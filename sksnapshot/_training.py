@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ._callbacks import CyclicSnapshots
 from ._data import batch_loader, torch_seed
+from ._schedules import AUTO_COLLAPSE_FACTOR
 from ._distributed import without_accelerator
 
 __all__ = ["CALLBACK_NAME", "template", "build_net", "first_rows", "train_once"]
@@ -134,8 +135,10 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
     module's output). With ``checkpoint`` (the run's checkpoint directory) the
     run resumes from, and writes to, it.
     """
+    auto = estimator.n_snapshots == "auto"
     collector = CyclicSnapshots(estimator.n_snapshots, min_lr=estimator.min_lr,
-                                schedule=estimator.schedule, checkpoint=checkpoint)
+                                schedule=estimator.schedule, checkpoint=checkpoint,
+                                collapse_factor=AUTO_COLLAPSE_FACTOR if auto else None)
     quiet, given = {}, net.get_params(deep=False)
     if (not estimator.verbose and given.get("callbacks__print_log", True) is not None
             and given.get("callbacks__print_log__sink", "auto") == "auto"):
