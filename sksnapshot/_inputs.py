@@ -39,7 +39,8 @@ __all__ = [
 # -- the kinds of input ---------------------------------------------------------------
 def is_dict_input(X):
     """A dict of input arrays (skorch's multi-input convention); sparse DOK matrices are not."""
-    return isinstance(X, Mapping) and not sp.issparse(X)
+    # Arrays first: the loader asks this of every batch, and an ABC check costs more.
+    return not _is_array(X) and isinstance(X, Mapping) and not sp.issparse(X)
 
 
 def is_nd_input(X):

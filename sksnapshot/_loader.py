@@ -39,6 +39,8 @@ def _as_tensor(array):
 
 def _take_rows(data, rows, indices):
     """One batch of ``data`` (arrays made tensors once, or not): by ``rows`` or ``indices``."""
+    if isinstance(data, torch.Tensor):  # the usual case, without map_inputs' calls per batch
+        return data[rows]
     return map_inputs(lambda array: array[rows] if isinstance(array, torch.Tensor)
                       else _as_tensor(array[indices]), data)
 
