@@ -29,7 +29,8 @@ from skorch.utils import is_dataset, multi_indexing, to_tensor
 from torch.utils.data import Subset, TensorDataset
 
 __all__ = [
-    "LabelledDataset", "call_module", "check_inputs", "dataset_targets", "first_output",
+    "LabelledDataset", "call_module", "check_inputs", "dataset_targets", "describe_shape",
+    "first_output",
     "first_rows", "fit_inputs", "forward_arguments", "input_digest", "input_leaves",
     "is_dataset", "is_dict_input", "is_nd_input", "item_input", "labelled_rows",
     "map_inputs", "n_samples", "sample_shape", "take_rows",
