@@ -30,10 +30,9 @@ from torch.utils.data import Subset, TensorDataset
 
 __all__ = [
     "LabelledDataset", "call_module", "check_inputs", "dataset_targets", "describe_shape",
-    "first_output",
-    "first_rows", "fit_inputs", "forward_arguments", "input_digest", "input_leaves",
-    "is_dataset", "is_dict_input", "is_nd_input", "item_input", "labelled_rows",
-    "map_inputs", "n_samples", "sample_shape", "take_rows",
+    "first_output", "first_rows", "fit_inputs", "forward_arguments", "input_digest",
+    "input_leaves", "is_dataset", "is_dict_input", "is_nd_input", "item_input",
+    "labelled_rows", "map_inputs", "n_samples", "sample_shape", "take_rows",
 ]
 
 
