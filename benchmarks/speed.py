@@ -41,7 +41,7 @@ from sksnapshot import (
     snapshot_iterations,
 )
 from sksnapshot._callbacks import copy_state_dict
-from sksnapshot._data import batch_loader
+from sksnapshot._loader import batch_loader
 
 from ._common import quiet_process, results_dir, run_note, write_markdown
 from ._data import LOADERS, CNN1d

@@ -3,7 +3,6 @@
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
 from copy import copy
 from numbers import Integral, Real
 
@@ -13,27 +12,30 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from skorch.dataset import unpack_data
-from skorch.utils import is_dataset, to_tensor
+from skorch.utils import to_tensor
 from torch.optim.swa_utils import update_bn
 
 from ._callbacks import copy_state_dict
 from ._checkpoint import CheckpointDir, fingerprint, using
-from ._data import (
-    check_inputs,
-    dataset_targets,
-    is_nd_input,
-    n_samples,
-    take_rows,
-    validation_split,
-    warn_small_split,
-)
 from ._distributed import picklable_state
 from ._inference import runner_for
+from ._inputs import (
+    call_module,
+    check_inputs,
+    first_output,
+    first_rows,
+    fit_inputs,
+    is_dataset,
+    labelled_rows,
+    n_samples,
+    take_rows,
+)
 from ._schedules import SCHEDULES
 from ._selection import SELECTIONS, WEIGHTINGS, prior_weights
-from ._training import DEFAULT_NET_PARAMS, build_net, first_rows, train_once
+from ._split import validation_split, warn_small_split
+from ._training import DEFAULT_NET_PARAMS, build_net, train_once
 
 __all__ = ["BaseSnapshotEnsemble", "DEFAULT_NET_PARAMS"]
 
@@ -46,7 +48,7 @@ class _ForwardInputs(torch.nn.Module):
         self.module = module
 
     def forward(self, x):
-        return self.module(**x) if isinstance(x, Mapping) else self.module(x)
+        return call_module(self.module, x)
 
 
 def _run_seeds(rng, random_state, n_runs):
@@ -169,28 +171,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
     # -- input ----------------------------------------------------------------
     def _validate_fit_inputs(self, X, y, **y_params):
-        """Validate training inputs and targets as skorch takes them.
-
-        2-D array-likes are validated together with ``y`` by scikit-learn's
-        ``validate_data``; other inputs by :func:`~sksnapshot._data.check_inputs`,
-        with ``y`` read from a Dataset when not given.
-        """
-        if y is None and not is_dataset(X):
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None "
-                "(only a torch Dataset X can carry its own targets)."
-            )
-        if not is_nd_input(X):
-            X, y = validate_data(self, X, y, dtype=np.float32, **y_params)
-            X = np.require(X, requirements=["C", "W"])
-            self.sample_shape_ = tuple(X.shape[1:])
-            return X, y
-        X = check_inputs(self, X, reset=True)
-        if y is None:
-            y = dataset_targets(X)
-        y = validate_data(self, y=y, **y_params)
-        check_consistent_length(np.arange(n_samples(X)), y)
-        return X, y
+        """Training inputs and targets as skorch takes them: see :mod:`sksnapshot._inputs`."""
+        return fit_inputs(self, X, y, **y_params)
 
     def _validate_X_predict(self, X):
         check_is_fitted(self, "snapshots_")
@@ -198,14 +180,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
     def _labelled_rows(self, X, y):
         """New labelled rows (``select``, ``X_valid``): inputs and encoded targets."""
-        X = check_inputs(self, X, reset=False)
-        if y is None:
-            if not is_dataset(X):
-                raise ValueError("y is required unless X is a torch Dataset with targets.")
-            y = dataset_targets(X)
-        if len(y) != n_samples(X):
-            what = "labels" if hasattr(self, "classes_") else "targets"
-            raise ValueError(f"X has {n_samples(X)} rows but y has {len(y)} {what}.")
+        X, y = labelled_rows(self, X, y)
         return X, self._encode_targets(y)
 
     # -- training -----------------------------------------------------------
@@ -488,7 +463,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 out = net.infer(x_few)
         finally:
             module.train(was_training)
-        out = out[0] if isinstance(out, (tuple, list)) else out
+        out = first_output(out)
         width = out.shape[1] if out.ndim == 2 else None
         if width != expected:
             raise ValueError(

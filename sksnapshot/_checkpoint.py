@@ -23,6 +23,7 @@ import torch
 from skorch.history import History
 
 from ._callbacks import _is_main_process, _unwrapped_module
+from ._inputs import input_digest
 
 try:
     import fcntl
@@ -57,7 +58,7 @@ def _canonical(value):
     if isinstance(value, np.random.RandomState):
         return ["RandomState", hashlib.sha256(repr(value.get_state()).encode()).hexdigest()]
     if isinstance(value, (np.ndarray, torch.Tensor)):
-        return ["array", _data_digest(value)]
+        return ["array", input_digest(value)]
     if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
     if hasattr(value, "get_params"):
@@ -69,32 +70,6 @@ def _canonical(value):
     return [_canonical(type(value)), _canonical(params)]
 
 
-def _data_digest(data):
-    """A digest of training data: arrays in full; a Dataset by its length and a sample of items."""
-    digest = hashlib.sha256()
-    if isinstance(data, torch.Tensor):
-        data = data.detach().cpu().numpy()
-    if isinstance(data, np.ndarray):
-        digest.update(str((data.dtype.str, data.shape)).encode())
-        digest.update(np.ascontiguousarray(data).tobytes())
-    elif isinstance(data, dict):
-        for key in sorted(data):
-            digest.update(str(key).encode())
-            digest.update(_data_digest(data[key]).encode())
-    elif data is None:
-        digest.update(b"None")
-    else:  # a torch Dataset: its length and up to 16 evenly spaced items
-        n = len(data)
-        digest.update(f"Dataset of {n}".encode())
-        for i in sorted(set(np.linspace(0, n - 1, num=min(n, 16)).astype(int).tolist())):
-            item = data[i]
-            for part in item if isinstance(item, (tuple, list)) else (item,):
-                digest.update(_data_digest(part if isinstance(part, (np.ndarray, torch.Tensor,
-                                                                      dict)) else
-                                           np.asarray(part)).encode())
-    return digest.hexdigest()
-
-
 def fingerprint(X, y, estimator_params, net):
     """A digest of the data and of everything that shapes the training run.
 
@@ -104,8 +79,8 @@ def fingerprint(X, y, estimator_params, net):
     digest is the same in every process for the same data and settings.
     """
     digest = hashlib.sha256()
-    digest.update(_data_digest(X).encode())
-    digest.update(_data_digest(y).encode())
+    digest.update(input_digest(X).encode())
+    digest.update(input_digest(y).encode())
     # An Accelerator (skorch.hf.AccelerateMixin) is not a setting of the run.
     skip = {"verbose", "train_split", "accelerator"}
     net_params = {k: _canonical(v) for k, v in net.get_params(deep=False).items()

@@ -17,7 +17,6 @@ import math
 import queue
 import threading
 import weakref
-from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ from skorch import NeuralNet
 from skorch.dataset import unpack_data
 from skorch.utils import is_dataset, multi_indexing, to_tensor
 
-from ._data import is_dict_input, n_samples
+from ._inputs import call_module, first_output, forward_arguments, input_leaves, n_samples
 
 __all__ = ["MemberRunner", "runner_for", "inference_batch_size"]
 
@@ -78,11 +77,10 @@ class _Replica:
 
     def __call__(self, state, x):
         if self.slots is None:
-            args, kwargs = ((), dict(x)) if isinstance(x, Mapping) else ((x,), {})
-            return torch.func.functional_call(self.module, state, args, kwargs)
+            return torch.func.functional_call(self.module, state, *forward_arguments(x))
         for key, store, name, _ in self.slots:
             store[name] = state[key]
-        return self.module(**x) if isinstance(x, Mapping) else self.module(x)
+        return call_module(self.module, x)
 
     def release(self):
         if self.slots is not None:
@@ -107,9 +105,8 @@ def inference_batch_size(net, X):
 def _row_bytes(X):
     if is_dataset(X):
         return None
-    values = X.values() if is_dict_input(X) else [X]
     total = 0
-    for value in values:
+    for value in input_leaves(X):
         n = max(len(value), 1)
         nbytes = getattr(value, "nbytes", None)
         if nbytes is None:
@@ -168,8 +165,7 @@ class MemberRunner:
             out = self.net.infer(x)
         else:
             out = replica(state, x)
-        out = out[0] if isinstance(out, tuple) else out
-        return self.nonlinearity(out)
+        return self.nonlinearity(first_output(out))
 
     @contextlib.contextmanager
     def _exclusive_module(self):

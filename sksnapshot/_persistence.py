@@ -34,9 +34,9 @@ from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
 
-from ._data import torch_seed
 from ._modules import GaussianNLLCriterion, MLPModule, MLPRegressorModule
 from ._schedules import SCHEDULES, snapshot_iterations
+from ._training import torch_seed
 from ._version import __version__
 
 __all__ = ["InvalidEnsembleFile", "save_ensemble", "load_ensemble"]

@@ -5,6 +5,7 @@ the :class:`~sksnapshot.CyclicSnapshots` callback's attributes: the run ends
 with one :class:`~sksnapshot._callbacks.SnapshotRecord`.
 """
 
+import contextlib
 import inspect
 
 import torch
@@ -12,17 +13,15 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import LRScheduler
 from skorch.dataset import Dataset as SkorchDataset
-from skorch.dataset import unpack_data
 from skorch.helper import predefined_split
-from skorch.utils import is_dataset, multi_indexing, to_tensor
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from ._callbacks import CyclicSnapshots
-from ._data import batch_loader, torch_seed
-from ._schedules import AUTO_COLLAPSE_FACTOR
 from ._distributed import without_accelerator
+from ._loader import batch_loader
+from ._schedules import AUTO_COLLAPSE_FACTOR
 
-__all__ = ["CALLBACK_NAME", "template", "build_net", "first_rows", "train_once"]
+__all__ = ["CALLBACK_NAME", "template", "build_net", "torch_seed", "train_once"]
 
 CALLBACK_NAME = "snapshots"
 
@@ -76,7 +75,7 @@ def build_net(estimator, data_kwargs, sample_shape=None):
     ``data_kwargs`` (e.g. ``n_features``, ``n_classes``) are given to the
     module's constructor where it takes them and the net leaves them unset. A
     net left with skorch's own ``Dataset`` and ``DataLoader`` gets
-    :func:`~sksnapshot._data.batch_loader` as its iterators (same rows, same
+    :func:`~sksnapshot._loader.batch_loader` as its iterators (same rows, same
     order, whole batches fetched at once).
     """
     net = clone(template(estimator))
@@ -118,12 +117,20 @@ def build_net(estimator, data_kwargs, sample_shape=None):
     return net
 
 
-def first_rows(net, X, n=2):
-    """The first ``n`` samples of ``X`` as one batch of inputs on the net's device."""
-    if is_dataset(X):
-        batch = next(iter(net.get_iterator(Subset(X, range(min(n, len(X)))))))
-        return to_tensor(unpack_data(batch)[0], device=net.device)
-    return to_tensor(multi_indexing(X, slice(0, n)), device=net.device)
+@contextlib.contextmanager
+def torch_seed(seed):
+    """Seed torch inside the block and restore the caller's RNG state after it.
+
+    ``seed=None`` leaves torch's global random state alone, so a user's own
+    ``torch.manual_seed`` keeps working.
+    """
+    if seed is None:
+        yield
+        return
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initialized=None):

@@ -189,7 +189,7 @@ def test_small_data_suite_tables():
     # The held-out rows are those the estimator's own split gives for its random_state.
     from sklearn.utils import check_random_state
 
-    from sksnapshot._data import validation_split
+    from sksnapshot._split import validation_split
 
     X, y, _, _ = small_data.split_task("iris", 0)
     arrays = small_data.fit_arrays("iris", 5, 0)

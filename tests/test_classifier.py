@@ -23,7 +23,7 @@ from sksnapshot import (
     default_classifier_net,
     snapshot_iterations,
 )
-from sksnapshot._data import validation_split
+from sksnapshot._split import validation_split
 
 from .conftest import InterruptAt, tiny_net
 

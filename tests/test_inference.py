@@ -17,8 +17,8 @@ from sksnapshot import (
     default_regressor_net,
 )
 from sksnapshot._calibration import apply_temperature
-from sksnapshot._data import batch_loader
 from sksnapshot._inference import inference_batch_size
+from sksnapshot._loader import batch_loader
 
 from .conftest import tiny_net
 
