@@ -54,21 +54,23 @@ THREADS = 1  # torch threads per worker process
 
 # Rows of the main table: label -> how it is obtained.
 SINGLE = "single net (1 cosine cycle)"
-DEFAULT = "sksnapshot default: all / shrink + temperature"
+DEFAULT = "sksnapshot default (n_snapshots='auto')"
+PREVIOUS = "5 cosine cycles: all / shrink + temperature (previous default)"
 DEEP = "deep ensemble (5 nets, 5x cost)"
 TORCHENSEMBLE = "TorchEnsemble SnapshotEnsemble"
 LINEAR = "sksnapshot schedule=linear (FGE): all / shrink + temperature"
 # (selection, weighting, combine, calibration) applied with ``select`` to the one
 # 5-cycle cosine fit.
 STRATEGIES = {
-    DEFAULT: ("all", "shrink", "proba", "temperature"),
-    "sksnapshot all / optimize (previous default)": ("all", "optimize", "proba", None),
+    PREVIOUS: ("all", "shrink", "proba", "temperature"),
+    "5 cycles: all / optimize": ("all", "optimize", "proba", None),
     "sksnapshot last / uniform (paper)": ("last", "uniform", "proba", None),
     "sksnapshot diverse / optimize": ("diverse", "optimize", "proba", None),
     "sksnapshot greedy / uniform": ("greedy", "uniform", "proba", None),
     "sksnapshot combine=weights (all / uniform)": ("all", "uniform", "weights", None),
 }
-METHODS = [SINGLE, *STRATEGIES, LINEAR, TORCHENSEMBLE, DEEP]
+METHODS = [SINGLE, DEFAULT, *STRATEGIES, LINEAR, TORCHENSEMBLE, DEEP]
+CALIBRATED = (DEFAULT, PREVIOUS, LINEAR)  # the rows with a calibrated log-loss
 METRICS = ["accuracy", "nll", "brier", "ece"]
 
 # (data set, model, peak lr) of the main table.
@@ -138,7 +140,7 @@ def _task_snapshots(data, model, lr, epochs, seed, schedule, max_train, n_snapsh
         make_net(model, epochs, lr), n_snapshots=n_snapshots, schedule=schedule,
         validation_fraction=0.0, selection="all", weighting="uniform", random_state=seed)
     seconds = _fit_timed(clf, X_fit, y_fit)
-    strategies = STRATEGIES if schedule == "cosine" else {LINEAR: STRATEGIES[DEFAULT]}
+    strategies = STRATEGIES if schedule == "cosine" else {LINEAR: STRATEGIES[PREVIOUS]}
     out = {}
     for label, (selection, weighting, combine, calibration) in strategies.items():
         try:
@@ -149,9 +151,22 @@ def _task_snapshots(data, model, lr, epochs, seed, schedule, max_train, n_snapsh
             proba = None
         out[label] = {"scores": _score(y_test, proba), "seconds": seconds,
                       "members": len(clf.members_) if proba is not None else float("nan")}
-        if label in (DEFAULT, LINEAR):  # for the calibrated log-loss
+        if label in CALIBRATED:
             out[label]["proba"] = proba
     return out
+
+
+def _task_default(data, model, lr, epochs, seed, max_train):
+    """The estimator at its defaults, the validation rows given as ``X_valid``."""
+    X_fit, y_fit, X_val, y_val, X_test, y_test = split(data, seed, max_train)
+    clf = SnapshotEnsembleClassifier(make_net(model, epochs, lr), random_state=seed)
+    start = time.perf_counter()
+    clf.fit(X_fit, y_fit, X_valid=X_val, y_valid=y_val)
+    seconds = time.perf_counter() - start
+    proba = clf.predict_proba(X_test)
+    proba = proba if _proba_ok(proba) else None
+    return {DEFAULT: {"scores": _score(y_test, proba), "seconds": seconds,
+                      "members": len(clf.members_), "proba": proba}}
 
 
 def _task_torchensemble(data, model, lr, epochs, seed, max_train, n_snapshots=5):
@@ -200,7 +215,8 @@ def run_main(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, jobs=1, max_
         ``{method: exact error message}`` for methods that failed (TorchEnsemble).
     """
     tasks = config_tasks(configs, epochs, seeds, n_deep, _task_single,
-                         [("cosine", _task_snapshots, ("cosine",)),
+                         [("default", _task_default, ()),
+                          ("cosine", _task_snapshots, ("cosine",)),
                           ("linear", _task_snapshots, ("linear",)),
                           ("te", _task_torchensemble, ())], tail=(max_train,))
     # Longest first, so the pool's workers finish together.
@@ -226,7 +242,7 @@ def run_main(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, jobs=1, max_
             table[DEEP].append({**_score(y_test, deep), "members": n_deep,
                                 "seconds": sum(m["seconds"] for m in members),
                                 "cll": deep_clls[-1], "dee": float(n_deep)})
-            for kind in ("cosine", "linear"):
+            for kind in ("default", "cosine", "linear"):
                 for label, rec in results[(*common, kind)].items():
                     extra = {}
                     if "proba" in rec:
@@ -248,7 +264,9 @@ def main_table(rows, errors, epochs, seeds, jobs):
         f"of the training (deep ensemble: the sum of its 5 fits). Every method: {epochs} "
         "epochs, batches of 128, SGD (Nesterov momentum 0.9), the same peak lr, the same 90 % "
         "of the training rows; sksnapshot strategies choose members on the other 10 % "
-        "(`select`) and all come from one 5-cycle fit. MLP = MLPModule 512-512; "
+        "(`select`): the default is fitted with them as `X_valid` (its cycles follow their "
+        "validation loss), the 5-cycle rows all come from one 5-cycle fit. "
+        "MLP = MLPModule 512-512; "
         f"torch.set_num_threads({THREADS}) in each of {jobs} worker process(es).",
         "",
         "| data | model | lr | method | accuracy | NLL | Brier | ECE | members | "
@@ -267,18 +285,37 @@ def main_table(rows, errors, epochs, seeds, jobs):
         "(interpolated on deep ensembles of 1..5 of the nets above; 1 = no better than one "
         "net, inf = better than all 5), per seed.",
         "",
-        "| data | model | lr | method | CLL | DEE per seed |",
-        "|---|---|---|---|---|---|",
+        "CLL − single: the paired difference to the single net's CLL (same seed), mean ± "
+        "standard error; *lower* / *higher* when it is more than one standard error "
+        "from 0, else *equal*.",
+        "",
+        "| data | model | lr | method | CLL | CLL − single | verdict | DEE per seed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (data, model, lr), methods in rows.items():
+        single = [r["cll"] for r in methods[SINGLE]]
         for method, records in methods.items():
             if not records or "cll" not in records[0]:
                 continue
             dees = ", ".join("inf" if np.isinf(r["dee"]) else f"{r['dee']:.2f}"
                              for r in records)
+            diff, verdict = paired_difference([r["cll"] for r in records], single)
             lines.append(f"| {data} | {model} | {lr} | {method} | "
-                         f"{mean_std([r['cll'] for r in records])} | {dees} |")
+                         f"{mean_std([r['cll'] for r in records])} | {diff} | {verdict} | "
+                         f"{dees} |")
     return "\n".join(lines)
+
+
+def paired_difference(values, reference):
+    """``("mean ± se", verdict)`` of ``values - reference`` paired by seed."""
+    d = np.asarray(values, dtype=float) - np.asarray(reference, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return "n/a", "n/a"
+    mean = float(d.mean())
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    verdict = "equal" if abs(mean) <= se else ("lower" if mean < 0 else "higher")
+    return f"{mean:+.4f} ± {se:.4f}", verdict
 
 def plot_main(rows, path):
     import matplotlib
@@ -288,7 +325,8 @@ def plot_main(rows, path):
 
     n = len(rows)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.2), sharey=True, squeeze=False)
-    colors = ["0.5"] + ["tab:blue"] * len(STRATEGIES) + ["tab:cyan", "tab:orange", "tab:green"]
+    colors = (["0.5", "tab:red"] + ["tab:blue"] * len(STRATEGIES)
+              + ["tab:cyan", "tab:orange", "tab:green"])
     for ax, ((data, model, lr), table) in zip(axes[0], rows.items()):
         single = np.nanmean([r["nll"] for r in table[SINGLE]])
         means = [np.nanmean([r["nll"] for r in table[m]]) / single for m in METHODS]
@@ -513,7 +551,7 @@ def main(argv=None):
                         help="smoke run: tiny budgets, one seed, results to a temp dir")
     parser.add_argument("--part", choices=["main", "sweep", "all"], default="all")
     parser.add_argument("--epochs", type=int, default=40, help="budget of the main table")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of the main table")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of the main table")
     parser.add_argument("--sweep-seeds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2,
                         help="worker processes (each with 1 torch thread)")

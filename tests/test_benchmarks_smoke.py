@@ -43,9 +43,11 @@ def test_quality_main_table(tmp_path):
     body = [r for r in _table_rows(text, "digits") if len(r) == len(header)]
     assert [r[3] for r in body] == quality.METHODS
     # The calibrated log-loss table: the default, FGE and the references, DEE per seed.
-    cll = {r[3]: r for r in _table_rows(text, "digits") if len(r) == 6}
-    assert set(cll) == {quality.SINGLE, quality.DEFAULT, quality.LINEAR, quality.DEEP}
-    assert cll[quality.SINGLE][5] == "1.00" and cll[quality.DEEP][5] == "2.00"
+    cll = {r[3]: r for r in _table_rows(text, "digits") if len(r) == 8}
+    assert set(cll) == {quality.SINGLE, *quality.CALIBRATED, quality.DEEP}
+    assert cll[quality.SINGLE][7] == "1.00" and cll[quality.DEEP][7] == "2.00"
+    # The single net against itself: a zero paired difference, "equal".
+    assert cll[quality.SINGLE][5] == "+0.0000 ± 0.0000" and cll[quality.SINGLE][6] == "equal"
     single = rows[configs[0]][quality.SINGLE][0]
     assert 0 <= single["accuracy"] <= 1 and np.isfinite(single["nll"])
     # TorchEnsemble is optional: either numbers or the exact error in the table.
