@@ -10,9 +10,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 from skorch.dataset import unpack_data
 from skorch.utils import is_dataset, to_tensor
@@ -20,6 +19,7 @@ from torch.optim.swa_utils import update_bn
 
 from ._callbacks import copy_state_dict
 from ._checkpoint import CheckpointDir, fingerprint, using
+from ._compat import Interval, StrOptions, _fit_context
 from ._data import (
     check_inputs,
     dataset_targets,

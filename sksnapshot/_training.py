@@ -9,7 +9,6 @@ import inspect
 
 import torch
 from sklearn.base import clone
-from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import LRScheduler
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.dataset import unpack_data
@@ -18,6 +17,7 @@ from skorch.utils import is_dataset, multi_indexing, to_tensor
 from torch.utils.data import DataLoader, Subset
 
 from ._callbacks import CyclicSnapshots
+from ._compat import InvalidParameterError
 from ._data import batch_loader, torch_seed
 from ._distributed import without_accelerator
 

@@ -55,6 +55,7 @@ def test_an_old_file_saves_back_the_same(name, tmp_path):
     new = json.loads((tmp_path / "metadata.json").read_text())
     old.pop("versions"), new.pop("versions")  # the libraries of this machine
     assert new == old
+    assert list(new["fitted"]) == list(old["fitted"])  # the same keys in the same order
     assert (tmp_path / "weights.safetensors").read_bytes() \
         == (DATA / name / "weights.safetensors").read_bytes()
 
