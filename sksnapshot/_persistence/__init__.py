@@ -15,8 +15,9 @@ The rooms: ``_format`` (constants, the error), ``_writer`` (save_ensemble),
 ``_reading`` (each file opened once, checked on its descriptor, read capped),
 ``_checks`` (the JSON checker), ``_fields`` (the table of fitted fields),
 ``_metadata`` (the file's other parts), ``_estimators`` (what the estimators
-state about themselves), ``_probe`` (the module on the meta device and on
-probes), ``_assembly`` and ``_loading`` (load_ensemble).
+state about themselves), ``_builtin`` (what is known of the library's own
+modules), ``_probe`` (the module on the meta device and on probes),
+``_assembly`` and ``_loading`` (load_ensemble). See ARCHITECTURE.md.
 """
 
 from ._format import (

@@ -13,8 +13,7 @@ from skorch.history import History
 
 from .._data import torch_seed
 from ._fields import restore_fields
-from ._format import refuse
-from ._probe import state_prefixes
+from ._format import refuse, state_prefixes
 
 
 def unfitted_estimator(spec, device):
@@ -34,7 +33,11 @@ def states(weights, spec, keys):
     for prefix in state_prefixes(spec):
         state = OrderedDict()
         for key in keys:
-            tensor = tensors.pop(prefix + key)
+            tensor = tensors.pop(prefix + key, None)
+            if tensor is None:  # its header said otherwise: not a file safetensors wrote
+                raise refuse(weights.path, None, f"is not a valid safetensors file: tensor "
+                                                 f"{prefix}{key} is not where its header "
+                                                 "says.")
             if (tensor.is_floating_point() or tensor.is_complex()) \
                     and not bool(torch.isfinite(tensor).all()):
                 raise refuse(weights.path, None, f"tensor {prefix}{key} holds NaN or "

@@ -20,8 +20,6 @@ from .._regressor import SnapshotEnsembleRegressor
 #: The estimator classes, by the name a file gives them.
 ESTIMATORS = {cls.__name__: cls for cls in (SnapshotEnsembleClassifier,
                                             SnapshotEnsembleRegressor)}
-#: The library's own modules: always allowed, and their arguments checked strictly.
-BUILTIN_MODULES = tuple(cls._default_module for cls in ESTIMATORS.values())
 
 
 def criteria_of(estimator_class):

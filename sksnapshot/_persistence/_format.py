@@ -109,6 +109,12 @@ def qualified_name(cls):
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def state_prefixes(spec):
+    """The tensor-name prefix of each saved state: the snapshots', then the averaged model's."""
+    return [f"snapshot.{i}." for i in range(spec["n_snapshots"])] + (
+        ["averaged."] if spec["averaged"] else [])
+
+
 def json_ready(name, value):
     """``value`` as JSON, tuples as lists; a clear error for anything else."""
     try:

@@ -5,14 +5,13 @@ import pathlib
 import torch
 
 from ._assembly import finish, initialized_net, states, unfitted_estimator
-from ._estimators import BUILTIN_MODULES
+from ._builtin import BUILTIN_MODULES, check_layer_count
 from ._format import METADATA, WEIGHTS, qualified_name, refuse, warn
 from ._metadata import check_metadata
 from ._probe import (
     PROBE_MIN_BUDGET,
     Probes,
     are_distributions,
-    check_layer_count,
     check_tensors,
     meta_module,
     output_width,
@@ -65,13 +64,15 @@ def load_ensemble(path, *, modules=(), device="cpu"):
       argument and the loaded ``checkpoint_dir`` is None (a path in the file
       is ignored with a warning);
     - make the loader block or exhaust memory: both files must be regular
-      files (FIFOs, devices, sockets and links to them are refused unopened),
+      files (FIFOs, devices, sockets and links to them are refused unread;
+      each file is opened once, without blocking, checked on that open
+      descriptor and read from it, so it cannot be swapped after the check),
       ``metadata.json`` may be at most 64 MiB, hold at most 2**22 JSON
       objects and arrays and nest them at most 32 levels deep (parsing it
       then takes at most about 600 MiB), and module arguments that would
       build a module larger than its tensors are refused before the module
-      is built. The tensors are read into memory: as much as the weights
-      file holds.
+      is built. The weights file is read into memory, then parsed into
+      tensors: briefly twice what it holds.
 
     Parameters
     ----------

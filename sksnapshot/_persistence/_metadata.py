@@ -7,10 +7,9 @@ Nothing is built here.
 
 import inspect
 
-import torch
-
+from . import _builtin as builtin
 from ._checks import Checker
-from ._estimators import BUILTIN_MODULES, ESTIMATORS, criteria_of
+from ._estimators import ESTIMATORS, criteria_of
 from ._fields import Context, check_fitted
 from ._format import (
     NET_PARAMS,
@@ -40,25 +39,6 @@ def _module_signature(module):
     required = [p.name for p in parameters if p.default is p.empty
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     return names, required
-
-
-def _check_builtin_module_args(check, kwargs):
-    """Strict types for the arguments of the library's own modules (MLPs)."""
-    width = 2**31 - 1
-    for name in ("n_features", "n_classes", "n_outputs"):
-        if name in kwargs:
-            check.integer(kwargs[name], f"net_params.module__{name}", 1, width)
-    if "hidden_layer_sizes" in kwargs:
-        sizes = check.array(kwargs["hidden_layer_sizes"], "net_params.module__hidden_layer_sizes")
-        for i, size in enumerate(sizes):
-            check.integer(size, f"net_params.module__hidden_layer_sizes[{i}]", 1, width)
-    if "dropout" in kwargs:
-        field = "net_params.module__dropout"
-        if not 0 <= check.number(kwargs["dropout"], field) < 1:
-            check.fail(field, f"must be in [0, 1); got {kwargs['dropout']}.")
-    for flag in ("batch_norm", "gaussian"):
-        if flag in kwargs:
-            check.boolean(kwargs[flag], f"net_params.module__{flag}")
 
 
 def _check_params(check, metadata, estimator_class):
@@ -115,8 +95,6 @@ def _check_net_params(check, net_params, module, name):
     for key in required:
         if key not in module_kwargs:
             check.fail(f"net_params.module__{key}", f"is missing; {name} requires it.")
-    if module in BUILTIN_MODULES:
-        _check_builtin_module_args(check, module_kwargs)
     return module_kwargs
 
 
@@ -130,21 +108,6 @@ def _check_history(check, history):
                     check.fail(f"history[{i}].batches[{j}]",
                                f"must be a JSON object; got {json_kind(batch)}.")
     return history
-
-
-def _check_builtin_module_against_fitted(check, spec):
-    """The library's own module: its input width and head must be the fitted ones."""
-    kwargs, fitted, name = spec["module_kwargs"], spec["fitted"], spec["module_name"]
-    shape = fitted["sample_shape_"]
-    if isinstance(shape, tuple) and shape != (kwargs["n_features"],):
-        check.fail("fitted.sample_shape_", f"is {short(list(shape))}, but "
-                                           f"{name} takes rows of "
-                                           f"{kwargs['n_features']} features "
-                                           "(net_params.module__n_features).")
-    names = _module_signature(spec["module"])[0] or ()
-    if ("gaussian_" in fitted and "gaussian" in names
-            and kwargs.get("gaussian", False) != fitted["gaussian_"]):
-        check.fail("net_params.module__gaussian", "must equal fitted.gaussian_.")
 
 
 def check_metadata(path, metadata, allowed):
@@ -172,11 +135,9 @@ def check_metadata(path, metadata, allowed):
                              "from a file.")
     criteria = criteria_of(estimator_class)
     criterion = criteria[check.string(metadata["criterion"], "criterion", set(criteria))]
-    if criterion is torch.nn.NLLLoss and module in BUILTIN_MODULES:
-        check.fail("criterion", "is NLLLoss, which needs a module returning probabilities; "
-                                f"{module.__name__} returns logits (its criterion is "
-                                "CrossEntropyLoss).")
     module_kwargs = _check_net_params(check, metadata["net_params"], module, name)
+    if builtin.is_builtin(module):
+        builtin.check_arguments(check, module, criterion, module_kwargs)
 
     n_snapshots = check.integer(metadata["n_snapshots"], "n_snapshots", 1)
     averaged = check.boolean(metadata["averaged"], "averaged")
@@ -191,15 +152,12 @@ def check_metadata(path, metadata, allowed):
             "criterion": criterion, "module_kwargs": module_kwargs,
             "net_params": dict(metadata["net_params"]), "params": params, "fitted": fitted,
             "n_snapshots": n_snapshots, "averaged": averaged, "history": history}
-    builtin = module in BUILTIN_MODULES
-    if builtin and n_features is not None and module_kwargs["n_features"] != n_features:
-        check.fail("fitted.n_features_in_", f"is {n_features}, but the module "
-                                            f"takes {module_kwargs['n_features']} features "
-                                            "(net_params.module__n_features).")
+    if builtin.is_builtin(module):
+        builtin.check_n_features(check, spec)
     if n_features is not None and shape != (n_features,):
         check.fail("fitted.sample_shape_", f"is {short(plain_shape(shape))}, but "
                                            f"fitted.n_features_in_ is {n_features}: 2-D rows "
                                            f"have samples of shape [{n_features}].")
-    if builtin:
-        _check_builtin_module_against_fitted(check, spec)
+    if builtin.is_builtin(module):
+        builtin.check_against_fitted(check, spec)
     return spec

@@ -7,15 +7,14 @@ cannot run on ``meta``, or must be seen to return probabilities (``NLLLoss``),
 the real module runs on small real probes.
 """
 
-import inspect
 import itertools
 import math
 import re
 
 import torch
 
-from ._estimators import BUILTIN_MODULES
-from ._format import SAFETENSORS_DTYPES, plain_shape, refuse, short
+from ._builtin import input_width, is_builtin
+from ._format import SAFETENSORS_DTYPES, plain_shape, refuse, short, state_prefixes
 
 #: Probe inputs (zeros) of at most this many bytes are built for any module;
 #: beyond it, no bigger than the weights file.
@@ -35,19 +34,6 @@ def output_width(output):
     return None
 
 
-def check_layer_count(meta_path, weights, spec):
-    """The library's MLPs: no more layers than the file holds tensors for (nothing built)."""
-    if spec["module"] not in BUILTIN_MODULES:
-        return
-    default = inspect.signature(spec["module"]).parameters["hidden_layer_sizes"].default
-    layers = len(spec["module_kwargs"].get("hidden_layer_sizes", default)) + 1
-    per_snapshot = sum(key.startswith("snapshot.0.") for key in weights.header)
-    if 2 * layers > per_snapshot:  # a weight and a bias per layer
-        raise refuse(meta_path, "net_params.module__hidden_layer_sizes",
-                     f"asks for {layers} layers, more than {weights.path.name} holds "
-                     f"tensors for.")
-
-
 def meta_module(path, spec):
     """The module built on the meta device: shapes and dtypes, no memory."""
     try:
@@ -59,12 +45,6 @@ def meta_module(path, spec):
     if not isinstance(module, torch.nn.Module):
         raise refuse(path, "module", f"{spec['module_name']} did not build a torch module.")
     return module
-
-
-def state_prefixes(spec):
-    """The tensor-name prefix of each saved state: the snapshots', then the averaged model's."""
-    return [f"snapshot.{i}." for i in range(spec["n_snapshots"])] + (
-        ["averaged."] if spec["averaged"] else [])
 
 
 def check_tensors(meta_path, weights, spec, expected):
@@ -129,10 +109,10 @@ class Probes:
 
     def __init__(self, spec):
         fitted = spec["fitted"]
-        builtin = spec["module"] in BUILTIN_MODULES
-        self.rows = builtin or "n_features_in_" in fitted
-        if builtin:
-            self.shape = (spec["module_kwargs"]["n_features"],)
+        mlp = is_builtin(spec["module"])
+        self.rows = mlp or "n_features_in_" in fitted
+        if mlp:
+            self.shape = (input_width(spec),)
         elif self.rows:
             self.shape = (fitted["n_features_in_"],)
         else:

@@ -21,6 +21,18 @@ _FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0
           | getattr(os, "O_BINARY", 0))
 
 
+_NOT_REGULAR = ("is not a regular file (a directory, FIFO, socket or device, or a link to "
+                "one); refused unread.")
+
+
+def _is_special(path):
+    """Whether ``path`` names something other than a regular file (for a message only)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def read_regular_file(path, cap=None):
     """The bytes of the regular file at ``path`` (links followed), at most ``cap`` of them.
 
@@ -31,12 +43,13 @@ def read_regular_file(path, cap=None):
     try:
         fd = os.open(path, _FLAGS)
     except OSError as exc:
+        if _is_special(path):  # a socket cannot be opened at all: say what it is
+            raise refuse(path, None, _NOT_REGULAR) from None
         raise refuse(path, None, f"cannot be read ({exc.strerror or exc}).") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise refuse(path, None, "is not a regular file (a directory, FIFO, socket or "
-                                     "device, or a link to one); refused unread.")
+            raise refuse(path, None, _NOT_REGULAR)
         if cap is not None and info.st_size > cap:
             raise refuse(path, None, f"is larger than {cap} bytes; refused unread.")
         chunks, size = [], 0

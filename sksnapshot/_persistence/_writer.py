@@ -12,8 +12,15 @@ from sklearn.utils.validation import check_is_fitted
 from .._version import __version__
 from ._estimators import ESTIMATORS, criteria_of
 from ._fields import saved_fields
-from ._format import FORMAT_VERSION, METADATA, NET_PARAMS, WEIGHTS, json_ready, qualified_name
-from ._probe import state_prefixes
+from ._format import (
+    FORMAT_VERSION,
+    METADATA,
+    NET_PARAMS,
+    WEIGHTS,
+    json_ready,
+    qualified_name,
+    state_prefixes,
+)
 
 
 def save_ensemble(estimator, path):
