@@ -171,23 +171,23 @@ def _check_for_real(meta_path, spec, probes, module, width_unknown, weights_size
                          f"against a module this small ({budget} bytes).")
         return (f"{probes.describe()}: probe inputs that large are not built for "
                 f"a module this small ({budget} bytes)")
+    checks = []  # (probe samples, their description, what must hold, the refusal)
     if width_unknown:
-        out, unchecked = run_probes(probes, module, zero_rows(device), meta_path,
-                                    "zeros of {} (each input float32 or int64)")
-        if unchecked is not None:
-            return unchecked
         field, reason, width = expected
-        real_width = output_width(out)
-        if real_width != width:
-            raise refuse(meta_path, field, f"{reason}, but the module returns "
-                                           f"{real_width} values per row.")
+        checks.append((zero_rows(device), "zeros of {} (each input float32 or int64)",
+                       lambda out: output_width(out) == width,
+                       lambda out: refuse(meta_path, field, f"{reason}, but the module "
+                                          f"returns {output_width(out)} values per row.")))
     if nll:
-        out, unchecked = run_probes(probes, module, probability_rows(device), meta_path,
-                                    "{} inputs")
+        checks.append((probability_rows(device), "{} inputs", are_distributions,
+                       lambda out: refuse(meta_path, "criterion",
+                                          "is NLLLoss, so the module must return "
+                                          "probabilities (skorch applies no softmax), but "
+                                          "its outputs are not distributions.")))
+    for make, what, holds, refusal in checks:
+        out, unchecked = run_probes(probes, module, make, meta_path, what)
         if unchecked is not None:
             return unchecked
-        if not are_distributions(out):
-            raise refuse(meta_path, "criterion", "is NLLLoss, so the module must return "
-                                                 "probabilities (skorch applies no softmax), "
-                                                 "but its outputs are not distributions.")
+        if not holds(out):
+            raise refusal(out)
     return None

@@ -14,14 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sksnapshot import (
-    SnapshotEnsembleClassifier,
-    SnapshotEnsembleRegressor,
-    default_classifier_net,
-    default_regressor_net,
-    load_ensemble,
-    save_ensemble,
-)
+import sksnapshot as sk
 
 HERE = pathlib.Path(__file__).parent
 SMALL = dict(module__hidden_layer_sizes=(4,), max_epochs=4, batch_size=-1)
@@ -76,19 +69,19 @@ def main():
     X, X_test = rows()
     frame = pd.DataFrame(X, columns=["a", "b", "c"])
     labels = np.array(["ant", "bee", "cow"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
-    clf = SnapshotEnsembleClassifier(
-        default_classifier_net().set_params(**SMALL), n_snapshots=2, combine="weights",
+    clf = sk.SnapshotEnsembleClassifier(
+        sk.default_classifier_net().set_params(**SMALL), n_snapshots=2, combine="weights",
         validation_fraction=0.25, random_state=0).fit(frame, labels)
     y = X @ np.array([1.0, -0.5, 0.25])
-    reg = SnapshotEnsembleRegressor(
-        default_regressor_net(gaussian=True).set_params(**SMALL), n_snapshots=2,
+    reg = sk.SnapshotEnsembleRegressor(
+        sk.default_regressor_net(gaussian=True).set_params(**SMALL), n_snapshots=2,
         validation_fraction=0.25, random_state=0).fit(X, y)
     expected = {}
     test_frame = pd.DataFrame(X_test, columns=["a", "b", "c"])
     for name, estimator, test in (("classifier_v2", clf, test_frame),
                                   ("regressor_v2", reg, X_test)):
-        save_ensemble(estimator, HERE / name)
-        expected[name] = record(load_ensemble(HERE / name), test)
+        sk.save_ensemble(estimator, HERE / name)
+        expected[name] = record(sk.load_ensemble(HERE / name), test)
     (HERE / "expected.json").write_text(json.dumps(expected, indent=1))
 
 
