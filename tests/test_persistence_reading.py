@@ -1,6 +1,8 @@
 """Each file of a saved ensemble is opened once and read from that descriptor."""
 
+import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -68,3 +70,14 @@ def test_scikit_learn_is_a_version_the_private_names_are_known_on():
     assert low <= major_minor <= high, (
         f"scikit-learn {sklearn.__version__} is outside sksnapshot._compat.SKLEARN_VERSIONS "
         f"{SKLEARN_VERSIONS}: run the test suite on it, then widen the range.")
+
+
+def test_a_warning_points_at_the_caller_of_load_ensemble(tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(pathlib.Path(__file__).parent / "data" / "classifier_v2", target)
+    metadata = json.loads((target / "metadata.json").read_text())
+    metadata["params"]["checkpoint_dir"] = "/somewhere/else"
+    (target / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.warns(UserWarning, match="names a checkpoint_dir") as record:
+        load_ensemble(target)
+    assert record[0].filename == __file__

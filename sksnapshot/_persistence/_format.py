@@ -135,7 +135,7 @@ def _numpy_to_python(value):
 
 def warn(message):
     """A UserWarning pointing at the first caller outside this package (``load_ensemble``'s)."""
-    frame, level = sys._getframe(1), 1
+    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of warn()
     while frame is not None and frame.f_globals.get("__name__", "").startswith(__package__):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, UserWarning, stacklevel=level)
