@@ -58,7 +58,7 @@ def save_ensemble(estimator, path):
     --------
     >>> import tempfile
     >>> from sklearn.datasets import load_iris
-    >>> from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
+    >>> from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net, load_ensemble
     >>> X, y = load_iris(return_X_y=True)
     >>> net = default_classifier_net().set_params(max_epochs=4)
     >>> clf = SnapshotEnsembleClassifier(net, n_snapshots=2, random_state=0).fit(X, y)
