@@ -3,6 +3,7 @@ helpers that subprocesses import (``tests/_checkpoint_helpers.py``)."""
 
 from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
+from skorch.callbacks import Callback
 
 from sksnapshot import default_classifier_net
 
@@ -21,3 +22,37 @@ def tiny_net(**overrides):
     params = dict(module__hidden_layer_sizes=(16,), lr=0.1, max_epochs=6, batch_size=32)
     params.update(overrides)
     return default_classifier_net().set_params(**params)
+
+
+class AtTrainingBatch(Callback):
+    """Calls ``act(net)`` before training batch ``at`` (0-based), or after it with ``after``."""
+
+    after = False
+
+    def __init__(self, at=0):
+        self.at = at
+
+    def initialize(self):
+        self.seen_ = 0
+        return self
+
+    def _count(self, net, training):
+        if training:
+            if self.seen_ == self.at:
+                self.act(net)
+            self.seen_ += 1
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if not self.after:
+            self._count(net, training)
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if self.after:
+            self._count(net, training)
+
+
+class InterruptAt(AtTrainingBatch):
+    """Raise KeyboardInterrupt (as Ctrl-C would) before the given training batch."""
+
+    def act(self, net):
+        raise KeyboardInterrupt

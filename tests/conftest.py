@@ -3,9 +3,8 @@ from unittest import mock
 
 import pytest
 import torch
-from skorch.callbacks import Callback
 
-from ._helpers import classification_data, tiny_net
+from ._helpers import InterruptAt, classification_data, tiny_net
 
 __all__ = ["InterruptAt", "TokensAndFeatures", "interrupted_at", "tiny_net"]  # tests import these
 
@@ -29,23 +28,6 @@ class TokensAndFeatures(torch.nn.Module):
 @pytest.fixture(scope="module")
 def data():
     return classification_data()
-
-
-class InterruptAt(Callback):
-    """Raise KeyboardInterrupt (as Ctrl-C would) before the given training batch."""
-
-    def __init__(self, at_batch=0):
-        self.at_batch = at_batch
-
-    def initialize(self):
-        self.seen_ = 0
-        return self
-
-    def on_batch_begin(self, net, training=False, **kwargs):
-        if training:
-            if self.seen_ == self.at_batch:
-                raise KeyboardInterrupt
-            self.seen_ += 1
 
 
 @contextlib.contextmanager
