@@ -9,9 +9,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
@@ -19,6 +18,7 @@ from torch.optim.swa_utils import update_bn
 
 from ._callbacks import copy_state_dict
 from ._checkpoint import CheckpointDir, fingerprint, using
+from ._compat import Interval, StrOptions, _fit_context
 from ._distributed import picklable_state
 from ._inference import runner_for
 from ._inputs import (

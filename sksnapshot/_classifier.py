@@ -4,12 +4,12 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import apply_temperature, fit_temperature
+from ._compat import StrOptions
 from ._modules import MLPModule
 from ._selection import disagreement_matrix, member_scores, select_members
 from .metrics import uncertainty_decomposition
@@ -280,6 +280,12 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     _default_weighting = "shrink"
     _default_calibration = "temperature"
     _calibration_attribute = "temperature_"
+    # What sksnapshot._persistence reads (see its _estimators.py): this estimator's rows of
+    # the fitted-field table, the criteria a saved file may name, and the field and words
+    # a refusal names the output width (_expected_output_width) with.
+    _persistence_kind = "classifier"
+    _saved_criteria = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
+    _output_width_words = ("classes_", "has {width} classes")
 
     def _validate_targets(self, y):
         check_classification_targets(y)

@@ -4,11 +4,11 @@ import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import StrOptions
 from skorch import NeuralNetRegressor
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import fit_variance_scale
+from ._compat import StrOptions
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._regression_selection import (
     REGRESSION_SELECTIONS,
@@ -141,6 +141,10 @@ feature_names_in_, sample_shape_
     _default_weighting = "optimize"
     _default_calibration = "variance"
     _calibration_attribute = "variance_scale_"
+    # What sksnapshot._persistence reads (see its _estimators.py); as for the classifier.
+    _persistence_kind = "regressor"
+    _saved_criteria = (torch.nn.MSELoss, GaussianNLLCriterion)
+    _output_width_words = ("n_outputs_", "asks for {width} outputs per row")
     _target_checks = {"multi_output": True, "y_numeric": True}
 
     def __sklearn_tags__(self):
@@ -160,6 +164,18 @@ feature_names_in_, sample_shape_
 
     def _stratify(self, y):
         return None
+
+    @property
+    def single_output_(self):
+        """bool: whether ``fit`` saw 1-D targets, so that ``predict`` returns 1-D arrays.
+
+        Saved and restored by :func:`save_ensemble` / :func:`load_ensemble`.
+        """
+        return self._single_output
+
+    @single_output_.setter
+    def single_output_(self, value):
+        self._single_output = bool(value)
 
     def _expected_output_width(self):
         return self.n_outputs_ * (2 if self.gaussian_ else 1)

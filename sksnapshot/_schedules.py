@@ -8,7 +8,8 @@ import math
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, validate_params
+
+from ._compat import Interval, validate_params
 
 __all__ = [
     "cosine_annealing_lr",

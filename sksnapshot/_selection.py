@@ -13,9 +13,9 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.utils._param_validation import validate_params
 from threadpoolctl import ThreadpoolController
 
+from ._compat import validate_params
 from .metrics import _disagreement_rate, _holds_integers
 
 __all__ = [

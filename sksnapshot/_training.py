@@ -10,13 +10,13 @@ import inspect
 
 import torch
 from sklearn.base import clone
-from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import LRScheduler
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import predefined_split
 from torch.utils.data import DataLoader
 
 from ._callbacks import CyclicSnapshots
+from ._compat import InvalidParameterError
 from ._distributed import without_accelerator
 from ._loader import batch_loader
 from ._schedules import AUTO_COLLAPSE_FACTOR

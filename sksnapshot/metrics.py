@@ -10,8 +10,9 @@ matrix of predicted probabilities whose column ``k`` belongs to class ``k``
 import numpy as np
 from sklearn.metrics import log_loss
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import validate_params
 from sklearn.utils.validation import check_array, check_consistent_length
+
+from ._compat import validate_params
 
 __all__ = [
     "brier_score",

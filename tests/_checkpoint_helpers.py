@@ -16,25 +16,11 @@ import time
 
 import numpy as np
 import torch
-from sklearn.datasets import make_classification
-from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
 
-from sksnapshot import SnapshotEnsembleClassifier, cosine_annealing_lr, default_classifier_net
+from sksnapshot import SnapshotEnsembleClassifier, cosine_annealing_lr
 
-
-def data():
-    X, y = make_classification(
-        n_samples=120, n_features=6, n_informative=4, n_redundant=0, n_classes=3,
-        random_state=0,
-    )
-    return StandardScaler().fit_transform(X), y
-
-
-def tiny_net(**overrides):
-    params = dict(module__hidden_layer_sizes=(16,), lr=0.1, max_epochs=6, batch_size=32)
-    params.update(overrides)
-    return default_classifier_net().set_params(**params)
+from ._helpers import classification_data, tiny_net
 
 
 def flat_then_cosine(t, n_iter, n_cycles, lr, min_lr):
@@ -86,7 +72,7 @@ if __name__ == "__main__":
 
     torch.set_num_threads(1)
     mode, directory, out = sys.argv[1:4]
-    X, y = helpers.data()
+    X, y = classification_data()
     if mode == "hold":
         clf = helpers.holding_fit(directory, pathlib.Path(out).parent).fit(X, y)
         np.save(out, clf.predict_proba(X))

@@ -3,11 +3,10 @@ from unittest import mock
 
 import pytest
 import torch
-from sklearn.datasets import make_classification
-from sklearn.preprocessing import StandardScaler
-from skorch.callbacks import Callback
 
-from sksnapshot import default_classifier_net
+from ._helpers import InterruptAt, classification_data, tiny_net
+
+__all__ = ["InterruptAt", "TokensAndFeatures", "interrupted_at", "tiny_net"]  # tests import these
 
 # CI has two cores; one torch thread per process avoids oversubscription when
 # joblib workers run beside the main process.
@@ -26,37 +25,9 @@ class TokensAndFeatures(torch.nn.Module):
         return self.head(torch.cat([self.embed(ids).mean(dim=1), x], dim=1))
 
 
-def tiny_net(**overrides):
-    """A net small and short enough for unit tests (well under a second a fit)."""
-    params = dict(module__hidden_layer_sizes=(16,), lr=0.1, max_epochs=6, batch_size=32)
-    params.update(overrides)
-    return default_classifier_net().set_params(**params)
-
-
 @pytest.fixture(scope="module")
 def data():
-    X, y = make_classification(
-        n_samples=120, n_features=6, n_informative=4, n_redundant=0, n_classes=3,
-        random_state=0,
-    )
-    return StandardScaler().fit_transform(X), y
-
-
-class InterruptAt(Callback):
-    """Raise KeyboardInterrupt (as Ctrl-C would) before the given training batch."""
-
-    def __init__(self, at_batch=0):
-        self.at_batch = at_batch
-
-    def initialize(self):
-        self.seen_ = 0
-        return self
-
-    def on_batch_begin(self, net, training=False, **kwargs):
-        if training:
-            if self.seen_ == self.at_batch:
-                raise KeyboardInterrupt
-            self.seen_ += 1
+    return classification_data()
 
 
 @contextlib.contextmanager

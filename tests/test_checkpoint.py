@@ -18,6 +18,7 @@ from sksnapshot._callbacks import CyclicSnapshots
 from sksnapshot._checkpoint import CheckpointDir
 
 from . import _checkpoint_helpers as helpers
+from ._helpers import classification_data
 from .conftest import interrupted_at, tiny_net
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def interrupted_fit(X, y, directory, at_batch=13, **kwargs):
 
 # -- one fit at a time ---------------------------------------------------------
 def test_a_second_process_on_a_directory_in_use_fails_fast_and_can_go_on_later(tmp_path):
-    X, y = helpers.data()
+    X, y = classification_data()
     directory, signal = tmp_path / "ck", tmp_path / "signal"
     signal.mkdir()
     holder = start("hold", directory, signal / "proba.npy")
@@ -104,7 +105,7 @@ def test_resuming_with_other_callback_settings_is_refused(data, tmp_path, first,
 
 
 def test_a_callable_schedule_and_a_random_state_resume_in_a_new_process(tmp_path):
-    X, y = helpers.data()
+    X, y = classification_data()
     for name, clf in helpers.resumable_fits(tmp_path).items():
         with pytest.warns(RuntimeWarning, match="Training stopped after"), interrupted_at(13):
             clf.fit(X, y)

@@ -12,7 +12,6 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback, LRScheduler
 
 from sksnapshot import (
@@ -23,6 +22,7 @@ from sksnapshot import (
     default_classifier_net,
     snapshot_iterations,
 )
+from sksnapshot._compat import InvalidParameterError
 from sksnapshot._split import validation_split
 
 from .conftest import InterruptAt, tiny_net
@@ -397,7 +397,7 @@ def test_a_net_pickled_on_cuda_loads_on_cpu(data):
 
 def test_ctrl_c_keeps_the_snapshots_taken_so_far(data):
     X, y = data
-    net = tiny_net(max_epochs=6, callbacks=[("stop", InterruptAt(at_batch=17))])
+    net = tiny_net(max_epochs=6, callbacks=[("stop", InterruptAt(17))])
     with pytest.warns(RuntimeWarning, match="stopped after 2 of 3 cycles"):
         clf = fit(X, y, net, n_snapshots=3, validation_fraction=0.0)
     assert len(clf.snapshots_) == 2
@@ -406,6 +406,6 @@ def test_ctrl_c_keeps_the_snapshots_taken_so_far(data):
 
 def test_ctrl_c_before_the_first_snapshot_raises(data):
     X, y = data
-    net = tiny_net(callbacks=[("stop", InterruptAt(at_batch=1))])
+    net = tiny_net(callbacks=[("stop", InterruptAt(1))])
     with pytest.raises(RuntimeError, match="no snapshot was taken"):
         fit(X, y, net)

@@ -11,9 +11,9 @@ from sklearn.datasets import make_regression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils._param_validation import InvalidParameterError
 
 from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
+from sksnapshot._compat import InvalidParameterError
 
 
 def tiny_reg_net(gaussian=False, **overrides):

@@ -5,11 +5,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback
 
 from sksnapshot import SnapshotEnsembleClassifier, cosine_annealing_lr
+from sksnapshot._compat import InvalidParameterError
 
+from ._helpers import AtTrainingBatch
 from .conftest import interrupted_at, tiny_net
 
 
@@ -64,29 +65,21 @@ def test_every_cycle_diverging_is_an_error_not_a_garbage_model(data):
             fit(X, y, net, validation_fraction=0.0)
 
 
-class BlowUpAt(Callback):
+class BlowUpAt(AtTrainingBatch):
     """Multiply the weights by 100 after the given training step."""
 
-    def __init__(self, step=0):
-        self.step = step
+    after = True
 
-    def initialize(self):
-        self.seen_ = 0
-        return self
-
-    def on_batch_end(self, net, training=False, **kwargs):
-        if training:
-            if self.seen_ == self.step:
-                with torch.no_grad():
-                    for p in net.module_.parameters():
-                        p.mul_(100.0)
-            self.seen_ += 1
+    def act(self, net):
+        with torch.no_grad():
+            for p in net.module_.parameters():
+                p.mul_(100.0)
 
 
 def test_an_exploding_validation_loss_drops_the_snapshot_taken_in_that_epoch(data):
     X, y = data
     # 108 training rows: 4 steps per epoch; cycle 1 ends at step 7, the end of epoch 2.
-    net = tiny_net(callbacks=[("blow", BlowUpAt(step=7))])
+    net = tiny_net(callbacks=[("blow", BlowUpAt(7))])
     with pytest.warns(RuntimeWarning, match=r"Cycle 1 diverged .*validation loss"):
         clf = fit(X, y, net, validation_fraction=0.1)
     assert len(clf.snapshots_) == 2 and clf.snapshot_epochs_ == [4, 6]

@@ -118,9 +118,8 @@ def test_resolve_schedule():
 
 
 def test_public_helpers_validate_parameter_types_as_the_estimators_do():
-    from sklearn.utils._param_validation import InvalidParameterError
-
     from sksnapshot import member_scores, uncertainty_decomposition
+    from sksnapshot._compat import InvalidParameterError
 
     with pytest.raises(InvalidParameterError, match="'n_iter' parameter of cycle_boundaries"):
         cycle_boundaries("10", 2)
