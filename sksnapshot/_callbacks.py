@@ -459,7 +459,7 @@ class CyclicSnapshots(Callback):
         rest of the budget becomes restart cycles (``auto_cycle_bounds``).
         """
         losses = [row.get("valid_loss") for row in net.history]
-        if any(loss is None for loss in losses) or not plateau_epoch(
+        if self._dataset_valid is None or any(loss is None for loss in losses) or not plateau_epoch(
                 [_global_mean(net, loss) for loss in losses], int(net.max_epochs)):
             return
         epoch = self.iteration_ // self._n_batches

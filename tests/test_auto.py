@@ -1,0 +1,149 @@
+"""n_snapshots="auto": cycles planned from the validation curve, and the collapse guard."""
+
+import numpy as np
+import pytest
+import torch
+from skorch.callbacks import Callback
+
+from sksnapshot import SnapshotEnsembleClassifier
+from sksnapshot._schedules import (
+    AUTO_MAX_CYCLES,
+    auto_cycle_bounds,
+    auto_lr,
+    cosine_annealing_lr,
+    plateau_epoch,
+)
+
+from ._helpers import AtTrainingBatch
+from .conftest import interrupted_at, tiny_net
+
+# 90 training rows (validation_fraction=0.25 of 120), batches of 32: 3 steps an epoch.
+STEPS = 3
+
+
+class ValidCurve(Callback):
+    """Replace the epoch's recorded validation loss with a constructed curve."""
+
+    def __init__(self, losses=(1.0, 0.5, 0.5, 0.5, 0.5)):
+        self.losses = losses
+
+    def on_epoch_end(self, net, **kwargs):
+        epoch = len(net.history) - 1
+        net.history.record("valid_loss", self.losses[min(epoch, len(self.losses) - 1)])
+
+
+class Corrupt(AtTrainingBatch):
+    """After the given training step, turn the output layer's weights into confident nonsense."""
+
+    after = True
+
+    def act(self, net):
+        with torch.no_grad():
+            last = [m for m in net.module_.modules() if isinstance(m, torch.nn.Linear)][-1]
+            last.weight.mul_(-20.0)
+
+
+def fit(X, y, net, **params):
+    params = {"random_state": 0, "validation_fraction": 0.25, **params}
+    return SnapshotEnsembleClassifier(net, **params).fit(X, y)
+
+
+def batch_lrs(clf):
+    return np.array([b["lr"] for e in clf.net_.history for b in e["batches"] if "lr" in b])
+
+
+# -- the plan as pure functions ---------------------------------------------------------
+@pytest.mark.parametrize("losses, n_epochs, expected", [
+    ([1.0, 0.5, 0.5, 0.5, 0.5], 30, True),           # three epochs without a 1 % gain
+    ([1.0, 0.5, 0.5, 0.5, 0.52], 30, True),          # over-fitting counts as levelled off
+    ([1.0, 0.5, 0.5, 0.5, 0.49], 30, False),         # 2 % better: still improving
+    ([1.0, 0.5, 0.5, 0.5, 0.5], 14, False),          # no room for two more 5-epoch cycles
+    ([1.0, 0.5, 0.5], 30, False),                    # too few epochs to tell
+    ([1.0, 0.5, np.nan, 0.5, 0.5], 30, False),       # a non-finite loss decides nothing
+])
+def test_a_plateau_is_patience_epochs_without_gain_early_enough(losses, n_epochs, expected):
+    assert plateau_epoch(losses, n_epochs) is expected
+
+
+@pytest.mark.parametrize("n_epochs, cut", [(30, 5), (40, 6), (90, 4), (15, 5), (100, 33)])
+def test_cycles_after_the_cut_are_whole_epochs_at_least_as_long_as_the_cut(n_epochs, cut):
+    bounds = auto_cycle_bounds(n_epochs, cut, STEPS)
+    assert bounds[0] == cut * STEPS and bounds[-1] == n_epochs * STEPS
+    assert np.all(bounds % STEPS == 0)
+    lengths = np.diff(bounds) // STEPS
+    assert 2 <= len(lengths) <= AUTO_MAX_CYCLES
+    assert lengths.min() >= min(cut, (n_epochs - cut) // 2)
+
+
+def test_the_auto_schedule_is_the_single_nets_until_the_cut():
+    n_iter, bounds = 90, [15, 30, 45, 60, 75, 90]
+    lrs = auto_lr(np.arange(n_iter), n_iter, bounds, lr=0.1)
+    single = cosine_annealing_lr(np.arange(n_iter), n_iter, 1, lr=0.1)
+    np.testing.assert_allclose(lrs[:15], single[:15])
+    np.testing.assert_allclose(auto_lr(np.arange(n_iter), n_iter, None, lr=0.1), single)
+    assert lrs[15] == pytest.approx(single[15])  # the first cycle anneals from where it was
+    ends = np.array(bounds[1:]) - 1
+    assert np.all(lrs[ends] < 0.005) and np.all(lrs[np.array(bounds[1:-1])] == 0.1)
+
+
+# -- the estimator --------------------------------------------------------------------
+def test_a_short_budget_gives_exactly_the_single_net(data):
+    X, y = data
+    auto = fit(X, y, tiny_net())
+    single = fit(X, y, tiny_net(), n_snapshots=1)
+    assert len(auto.snapshots_) == 1 and auto.snapshot_epochs_ == [6]
+    for key, value in single.snapshots_[0].items():
+        assert torch.equal(auto.snapshots_[0][key], value), key
+    np.testing.assert_array_equal(auto.predict_proba(X), single.predict_proba(X))
+
+
+def test_without_validation_rows_auto_keeps_one_cycle(data):
+    X, y = data
+    clf = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), validation_fraction=0.0)
+    assert len(clf.snapshots_) == 1
+
+
+def test_a_plateau_cuts_the_budget_into_cycles_of_whole_epochs(data, monkeypatch):
+    monkeypatch.setattr("sksnapshot._training.AUTO_COLLAPSE_FACTOR", None)
+    X, y = data
+    clf = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]))
+    # The curve levels off at epoch 5: five cycles of 5 epochs follow.
+    assert clf.snapshot_epochs_ == [10, 15, 20, 25, 30]
+    assert clf.net_.history[:, "cycle"] == [1] * 10 + [2] * 5 + [3] * 5 + [4] * 5 + [5] * 5
+    bounds = [e * STEPS for e in (5, 10, 15, 20, 25, 30)]
+    np.testing.assert_allclose(batch_lrs(clf), auto_lr(np.arange(90), 90, bounds, lr=0.1))
+
+
+def test_an_integer_n_snapshots_ignores_the_validation_curve(data):
+    X, y = data
+    clf = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), n_snapshots=3)
+    assert clf.snapshot_epochs_ == [10, 20, 30]
+    np.testing.assert_allclose(batch_lrs(clf), cosine_annealing_lr(np.arange(90), 90, 3, lr=0.1))
+
+
+def test_a_restart_that_collapses_is_refused_and_the_best_snapshot_restored(data):
+    X, y = data
+    # Cycle 2 ends after step 44 (epoch 15); its weights are wrecked right after that step.
+    net = tiny_net(max_epochs=30, callbacks=[ValidCurve(), Corrupt(44)])
+    with pytest.warns(RuntimeWarning, match=r"Cycle 2 diverged at iteration 44 \(validation "
+                      r"loss .*x the best snapshot's\)\. Restored the weights of snapshot 1, "
+                      r"dropped cycle 2's snapshot.*from 0\.1 to 0\.05"):
+        clf = fit(X, y, net)
+    assert clf.snapshot_epochs_ == [10, 20, 25, 30]
+    assert [d["cycle"] for d in clf.divergences_] == [2]
+    bounds = [e * STEPS for e in (5, 10, 15, 20, 25, 30)]
+    plan = auto_lr(np.arange(90), 90, bounds, lr=0.1)
+    np.testing.assert_allclose(batch_lrs(clf)[45:], plan[45:] / 2)
+    assert clf.score(X, y) > 0.6
+
+
+def test_auto_resumes_exactly_after_the_cut(data, tmp_path):
+    X, y = data
+    kwargs = dict(checkpoint_dir=tmp_path)
+    reference = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]))
+    with pytest.warns(RuntimeWarning, match=r"Training stopped after 2 of 5 cycles"):
+        with interrupted_at(50):  # in cycle 3, after the cut
+            fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), **kwargs)
+    resumed = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), **kwargs)
+    assert resumed.snapshot_epochs_ == reference.snapshot_epochs_
+    np.testing.assert_array_equal(resumed.predict_proba(X), reference.predict_proba(X))
