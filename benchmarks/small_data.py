@@ -39,7 +39,7 @@ from sksnapshot import (
 from sksnapshot._calibration import apply_temperature, fit_temperature
 
 from . import quality
-from ._common import RESULTS
+from ._common import RESULTS, run_tasks
 from ._data import SMALL_TASKS, make_net, scores
 
 BUDGETS = (50, 150)
@@ -83,7 +83,7 @@ def fit_arrays(task, epochs, seed, n_snapshots=N_SNAPSHOTS, max_rows=None):
     """Train the single net and the ensemble; return every array the rules need."""
     X, y, X_test, y_test = split_task(task, seed, max_rows)
     out = {"y_test": y_test}
-    for name, m in (("single", 1), ("snap", n_snapshots)):
+    for name, m in (("single", 1), ("snap", n_snapshots), ("auto", "auto")):
         net = default_classifier_net().set_params(max_epochs=epochs)
         clf = SnapshotEnsembleClassifier(net, n_snapshots=m, validation_fraction=0.1,
                                          selection="all", weighting="uniform",
@@ -120,13 +120,13 @@ def quality_arrays(data, lr, epochs, seed):
     return out
 
 
-def cached_fit(cache, task, epochs, seed, **kwargs):
+def cached_fit(cache, task, epochs, seed, max_rows=None):
     """``fit_arrays`` (or ``quality_arrays`` for a task ``("quality", data, lr)``), cached."""
     if isinstance(task, tuple):
         fit, name = (lambda: quality_arrays(task[1], task[2], epochs, seed)), "_".join(
             map(str, task))
     else:
-        fit, name = (lambda: fit_arrays(task, epochs, seed, **kwargs)), task
+        fit, name = (lambda: fit_arrays(task, epochs, seed, max_rows=max_rows)), task
     if cache is None:
         return fit()
     path = pathlib.Path(cache) / f"{name}_{epochs}_{seed}.npz"
@@ -208,6 +208,7 @@ def _min_rows(val, y_val, n_min=50):
 
 
 DEFAULT = "all / shrink + T (new default)"
+AUTO = "n_snapshots='auto', all / shrink + T (default)"
 OLD_DEFAULT = "all / optimize (old default)"
 RULES = {
     OLD_DEFAULT: _rule("all", "optimize"),
@@ -250,28 +251,36 @@ def evaluate(arrays, rules):
     out = {"single net": single,
            "single net + T": scores(y_test, apply_temperature(arrays["single_test"][0],
                                                                t_single))}
-    for name, rule in rules.items():
-        indices, weights, temperature = rule(arrays["snap_val"], arrays["y_val"])
-        log_p = _combine(arrays["snap_test"], indices, weights)
+    fits = [(name, rule, "snap") for name, rule in rules.items()]
+    if "auto_val" in arrays:
+        fits.insert(0, (AUTO, RULES[DEFAULT], "auto"))
+    for name, rule, fit in fits:
+        indices, weights, temperature = rule(arrays[f"{fit}_val"], arrays["y_val"])
+        log_p = _combine(arrays[f"{fit}_test"], indices, weights)
         out[name] = {**scores(y_test, apply_temperature(log_p, temperature)),
                      "max_weight": float(np.max(weights)), "n_members": int(len(indices)),
                      "temperature": float(temperature)}
     return out
 
 
-def run(tasks, budgets, seeds, rules=RULES, cache=None, max_rows=None, print_fn=print):
+def run(tasks, budgets, seeds, rules=RULES, cache=None, max_rows=None, print_fn=print, jobs=1):
     """Evaluate every rule on every (task, budget, seed); return the raw records.
 
     A task is a name of ``SMALL_TASKS`` or ``("quality", data, lr)`` for a task of
-    the quality benchmark's main table.
+    the quality benchmark's main table. The fits run in ``jobs`` processes.
     """
+    work = [((task, epochs, seed), cached_fit, (cache, task, epochs, seed))
+            for task in tasks for epochs in budgets for seed in seeds]
+    if max_rows is not None:
+        work = [(key, fn, (*args, max_rows)) for key, fn, args in work]
+    fitted = dict(run_tasks(work, jobs, 1, "small_data", log=lambda *a, **k: None))
     records = []
     start = time.perf_counter()
     for task in tasks:
         label = task if isinstance(task, str) else f"{task[1]} (MLP 512-512, lr {task[2]})"
         for epochs in budgets:
             for seed in seeds:
-                arrays = cached_fit(cache, task, epochs, seed, max_rows=max_rows)
+                arrays = fitted[(task, epochs, seed)]
                 for method, result in evaluate(arrays, rules).items():
                     records.append({"task": label, "epochs": epochs, "seed": seed,
                                     "n_train": int(arrays["n_train"]),
@@ -543,6 +552,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--quality-seeds", type=int, default=3)
     parser.add_argument("--cache", default=None, help="directory keeping the fits' arrays")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes for the fits")
     parser.add_argument("--tasks", nargs="*", default=list(SMALL_TASKS))
     parser.add_argument("--redraw", action="store_true", help="only redraw the tables")
     args = parser.parse_args(argv)
@@ -558,7 +568,7 @@ def main(argv=None):
     RESULTS.mkdir(exist_ok=True)
     if args.part in ("small", "all"):
         records = run(args.tasks, BUDGETS, range(args.seeds), cache=args.cache,
-                      rules={**RULES, **SENSITIVITY_RULES})
+                      rules={**RULES, **SENSITIVITY_RULES}, jobs=args.jobs)
         (RESULTS / "small_data_raw.json").write_text(json.dumps(records))
         print(tables([r for r in records if r["method"] not in SENSITIVITY_RULES]))
     if args.part in ("quality", "all"):
