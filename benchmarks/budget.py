@@ -174,6 +174,40 @@ def markdown(table, seeds):
     return "\n".join(lines)
 
 
+def plot_curve(table, path):
+    """Test NLL / the calibrated single net's against the epochs per cycle, per task.
+
+    The 5-cycle rows give the curve of equal cycles (budget / 5 epochs each);
+    the default's points sit at the budget it was given.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for task, budgets in table.items():
+        epochs = sorted(budgets)
+        ref = [nanmean([r["nll"] for r in budgets[e][REFERENCE]]) for e in epochs]
+        for ax, label, per_cycle in ((axes[0], "5 cosine cycles (previous default)", 5),
+                                     (axes[1], DEFAULT, 1)):
+            ratio = [nanmean([r["nll"] for r in budgets[e][label]]) / ref[i]
+                     for i, e in enumerate(epochs)]
+            ax.plot(np.array(epochs) / per_cycle, ratio, marker="o", label=task)
+    axes[0].set_xlabel("epochs per cycle (5 equal cycles)")
+    axes[1].set_xlabel("budget (epochs), n_snapshots='auto'")
+    axes[0].set_ylabel("test NLL / single net + temperature")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.axhline(1.01, color="k", lw=0.5, ls=":")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Below 1: the ensemble beats the same net trained once, with its temperature")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run, to a temp dir")
@@ -194,6 +228,7 @@ def main(argv=None):
     command = "python -m benchmarks.budget" + (" --quick" if args.quick else "")
     write_markdown(out / "budget.md", "Short budgets: the default ensemble against one net",
                    run_note(command, time.perf_counter() - start), text)
+    plot_curve(table, out / "budget.png")
     (out / "budget_raw.json").write_text(json.dumps(
         {task: {str(e): cell for e, cell in budgets.items()} for task, budgets in table.items()},
         indent=1))
