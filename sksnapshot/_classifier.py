@@ -86,10 +86,20 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         not carry its own ``LRScheduler``. If the module class has constructor
         parameters named ``n_features`` or ``n_classes`` that the net does not
         set, they are filled in with the width of ``X`` and the number of classes.
-    n_snapshots : int, default=5
-        Number of learning-rate cycles M, hence of snapshots. The
-        ``max_epochs * batches_per_epoch`` optimizer steps are split into M
-        cycles of equal length (to within one step).
+    n_snapshots : "auto" or int, default="auto"
+        Number of learning-rate cycles M, hence of snapshots. An integer
+        splits the ``max_epochs * batches_per_epoch`` optimizer steps into M
+        cycles of equal length (to within one step). "auto" (with the cosine
+        schedules) lets the validation rows decide: training starts as the
+        single net's one cosine over the whole budget and is cut into cycles
+        only when the validation loss stops improving early enough for at
+        least two more cycles as long as the epochs it took; then the rest of
+        the budget becomes up to 5 restart cycles of whole epochs, and a
+        restart whose snapshot's validation loss is over 1.5 times the best
+        earlier snapshot's is refused (its best predecessor restored, the peak
+        learning rate halved). A short budget, or no validation rows, gives
+        one cycle: exactly the single net. With the "linear" schedule or a
+        callable, "auto" means 5. ``benchmarks/results/budget.md`` measures it.
     n_members : int, default=None
         How many snapshots to predict with. For ``selection="last"`` the last
         ``n_members`` (None: all); for "diverse" exactly ``n_members`` and for

@@ -335,7 +335,9 @@ def plateau_epoch(valid_losses, n_epochs, patience=AUTO_PATIENCE, tol=AUTO_TOLER
     epoch = len(losses)
     if epoch <= patience or 3 * epoch > n_epochs or not np.all(np.isfinite(losses)):
         return False
-    return bool(losses[-patience:].min() > (1.0 - tol) * losses[:-patience].min())
+    best = losses[:-patience].min()
+    # The share is of the loss's magnitude: a Gaussian NLL can be negative.
+    return bool(losses[-patience:].min() > best - tol * abs(best))
 
 
 def auto_cycle_bounds(n_epochs, cut_epoch, n_batches, max_cycles=AUTO_MAX_CYCLES):

@@ -60,6 +60,8 @@ def batch_lrs(clf):
     ([1.0, 0.5, 0.5, 0.5, 0.5], 14, False),          # no room for two more 5-epoch cycles
     ([1.0, 0.5, 0.5], 30, False),                    # too few epochs to tell
     ([1.0, 0.5, np.nan, 0.5, 0.5], 30, False),       # a non-finite loss decides nothing
+    ([-1.0, -2.0, -2.0, -2.0, -2.0], 30, True),      # negative losses (Gaussian NLL)
+    ([-1.0, -2.0, -2.0, -2.0, -2.1], 30, False),
 ])
 def test_a_plateau_is_patience_epochs_without_gain_early_enough(losses, n_epochs, expected):
     assert plateau_epoch(losses, n_epochs) is expected
