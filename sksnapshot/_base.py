@@ -32,10 +32,17 @@ from ._inputs import (
     n_samples,
     take_rows,
 )
-from ._schedules import SCHEDULES
-from ._selection import SELECTIONS, WEIGHTINGS, prior_weights
 from ._split import validation_split, warn_small_split
 from ._training import DEFAULT_NET_PARAMS, build_net, train_once
+from .schedules import SCHEDULES
+from .selection._rules import (
+    SELECTIONS,
+    WEIGHTINGS,
+    check_member_count,
+    choose,
+    needs_validation,
+    without_validation,
+)
 
 __all__ = ["BaseSnapshotEnsemble", "DEFAULT_NET_PARAMS"]
 
@@ -163,11 +170,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
             raise ValueError(
                 f"n_members={self.n_members} cannot exceed n_snapshots={self.n_snapshots}."
             )
-        if self.selection == "all" and self.n_members is not None:
-            raise ValueError(
-                f"selection='all' uses every snapshot; got n_members={self.n_members}. "
-                "Use selection='last' (or another strategy) to keep fewer."
-            )
+        check_member_count(self.selection, self.n_members)
 
     # -- input ----------------------------------------------------------------
     def _validate_fit_inputs(self, X, y, **y_params):
@@ -248,8 +251,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
             valid = take_rows(X, y, valid_idx) if len(valid_idx) else None
             y_v = y[valid_idx]
 
-        warn_small_split(len(runs[0][0]), len(y_v), data_driven=self.selection not in (
-            "all", "last") or self._weighting() != "uniform")
+        warn_small_split(len(runs[0][0]), len(y_v),
+                         data_driven=needs_validation(self.selection, self._weighting()))
 
         if self.n_runs == 1:  # in this process, as before runs existed
             train = take_rows(X, y, runs[0][0])
@@ -395,24 +398,18 @@ class BaseSnapshotEnsemble(BaseEstimator):
             n_members = len(self.snapshots_)  # an interrupted fit has fewer snapshots
         weighting = self._weighting()
         if X_valid is not None:
-            outputs = self._member_outputs(X_valid, self.snapshots_)
-            self.members_, self.weights_ = self._choose_members(outputs, y_valid, n_members,
-                                                                weighting)
+            loss = self._validation_loss(self._member_outputs(X_valid, self.snapshots_), y_valid)
+            self.members_, self.weights_ = choose(loss, self.selection, n_members, weighting)
         else:
-            if self.selection not in ("last", "all") or weighting != "uniform":
+            self.members_, self.weights_, how = without_validation(len(self.snapshots_),
+                                                                   n_members, weighting)
+            if needs_validation(self.selection, weighting):
                 warnings.warn(
                     f"selection={self.selection!r} with weighting={weighting!r} needs "
                     "validation rows (validation_fraction > 0, or call select(X, y)); "
-                    + ("using equal weights on the last two snapshots (the prior of the "
-                       "shrunk weights)." if weighting == "shrink" else
-                       "using the last n_members snapshots with equal weights."),
-                    UserWarning, stacklevel=3,
+                    f"using {how}.", UserWarning, stacklevel=3,
                 )
             self._clear_validation_results()
-            k = len(self.snapshots_) if n_members is None else n_members
-            members = np.arange(len(self.snapshots_) - k, len(self.snapshots_))
-            weights = prior_weights(k) if weighting == "shrink" else np.full(k, 1.0 / k)
-            self.members_, self.weights_ = members[weights > 0], weights[weights > 0]
         self.averaged_state_ = self._average_weights(X_bn) if self.combine == "weights" else None
         calibrate = X_valid is not None and self._calibration() is not None
         setattr(self, self._calibration_attribute,

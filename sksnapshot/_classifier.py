@@ -11,8 +11,9 @@ from skorch import NeuralNetClassifier
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import apply_temperature, fit_temperature
 from ._modules import MLPModule
-from ._selection import disagreement_matrix, member_scores, select_members
-from .metrics import uncertainty_decomposition
+from .metrics import disagreement_matrix, uncertainty_decomposition
+from .selection import member_scores
+from .selection._classification import LogLoss
 
 __all__ = ["SnapshotEnsembleClassifier", "default_classifier_net"]
 
@@ -100,13 +101,13 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     schedule : {"cosine", "cosine_warmup", "linear"} or callable, default="cosine"
         The learning rate of every training step. "cosine": cosine annealing
         with warm restarts over ``n_snapshots`` equal cycles, a snapshot at the
-        end of each (:func:`~sksnapshot.cosine_annealing_lr`).
+        end of each (:func:`~sksnapshot.schedules.cosine_annealing_lr`).
         "cosine_warmup": the same cycles and snapshots, but every restart
         ramps the learning rate up over a quarter of its cycle instead of
-        jumping to it (:func:`~sksnapshot.cosine_warmup_lr`). "linear": fast
+        jumping to it (:func:`~sksnapshot.schedules.cosine_warmup_lr`). "linear": fast
         geometric ensembling (Garipov et al., 2018): a linear decay over the
         first half of the budget, then ``n_snapshots`` short triangular cycles,
-        a snapshot at each low point (:func:`~sksnapshot.linear_cycles_lr`). A
+        a snapshot at each low point (:func:`~sksnapshot.schedules.linear_cycles_lr`). A
         callable ``schedule(t, n_iter, n_cycles, lr, min_lr)`` returns the
         learning rates of the steps ``t`` (an array); snapshots are then taken
         at the ends of ``n_snapshots`` equal cycles.
@@ -114,7 +115,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         How members are chosen on the validation rows. "all": every snapshot;
         "last": the last ``n_members`` snapshots (Huang et al.); "diverse":
         accurate snapshots that disagree with each other
-        (:func:`~sksnapshot.select_diverse`); "greedy": forward selection with
+        (:func:`~sksnapshot.selection.select_diverse`); "greedy": forward selection with
         replacement that lowers the validation log-loss of the average
         (Caruana et al., 2004). Without validation rows, the last
         ``n_members`` snapshots are used with equal weights.
@@ -123,7 +124,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         validation rows. "shrink" (what "auto" means here) minimises the
         validation log-loss of the weighted average plus a Dirichlet prior
         worth 10 validation rows whose mean is equal weights on the last two
-        chosen members (:func:`~sksnapshot.shrink_weights`): with a few dozen
+        chosen members (:func:`~sksnapshot.selection.shrink_weights`): with a few dozen
         rows the weights stay near the prior, with thousands they reach the
         optimum. "optimize" minimises the validation log-loss alone (on small
         data it puts almost all weight on one snapshot picked by noise).
@@ -300,10 +301,10 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     def _output_width_reason(self):
         return f"one output per class; classes: {self.classes_.tolist()}"
 
-    def _choose_members(self, probas, y, n_members, weighting):
+    def _validation_loss(self, probas, y):
         self.validation_scores_ = member_scores(probas, y)
         self.disagreement_ = disagreement_matrix(probas)
-        return select_members(probas, y, self.selection, n_members, weighting)
+        return LogLoss.of(probas, y)
 
     def _fit_calibration(self, X_valid, y_valid):
         return fit_temperature(_log(_normalise(self._weighted_outputs(X_valid))), y_valid)

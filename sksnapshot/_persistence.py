@@ -35,9 +35,9 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
 
 from ._modules import GaussianNLLCriterion, MLPModule, MLPRegressorModule
-from ._schedules import SCHEDULES, snapshot_iterations
 from ._training import torch_seed
 from ._version import __version__
+from .schedules import SCHEDULES, snapshot_iterations
 
 __all__ = ["InvalidEnsembleFile", "save_ensemble", "load_ensemble"]
 

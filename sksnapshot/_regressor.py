@@ -10,13 +10,11 @@ from skorch import NeuralNetRegressor
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import fit_variance_scale
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
-from ._regression_selection import (
-    REGRESSION_SELECTIONS,
-    regression_member_scores,
-    select_regression_members,
-)
 from ._training import template
 from .metrics import variance_decomposition
+from .selection import regression_member_scores
+from .selection._regression import RegressionLoss
+from .selection._rules import REGRESSION_SELECTIONS
 
 __all__ = ["SnapshotEnsembleRegressor", "default_regressor_net"]
 
@@ -186,11 +184,10 @@ feature_names_in_, sample_shape_
             return means, variances
         return means.numpy(), None if variances is None else variances.numpy()
 
-    def _choose_members(self, outputs, y, n_members, weighting):
+    def _validation_loss(self, outputs, y):
         means, variances = self._split(outputs)
         self.validation_scores_ = regression_member_scores(means, y, variances)
-        return select_regression_members(means, y, self.selection, n_members,
-                                         weighting, variances)
+        return RegressionLoss(means, y, variances)
 
     def _fit_calibration(self, X_valid, y_valid):
         parts = self._mixture(X_valid)

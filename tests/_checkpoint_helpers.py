@@ -20,7 +20,8 @@ from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
 
-from sksnapshot import SnapshotEnsembleClassifier, cosine_annealing_lr, default_classifier_net
+from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
+from sksnapshot.schedules import cosine_annealing_lr
 
 
 def data():

@@ -15,15 +15,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback, LRScheduler
 
-from sksnapshot import (
-    MLPModule,
-    SnapshotEnsembleClassifier,
-    cosine_annealing_lr,
-    cosine_warmup_lr,
-    default_classifier_net,
-    snapshot_iterations,
-)
+from sksnapshot import MLPModule, SnapshotEnsembleClassifier, default_classifier_net
 from sksnapshot._split import validation_split
+from sksnapshot.schedules import cosine_annealing_lr, cosine_warmup_lr, snapshot_iterations
 
 from .conftest import InterruptAt, tiny_net
 

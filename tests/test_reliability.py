@@ -8,7 +8,8 @@ import torch
 from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback
 
-from sksnapshot import SnapshotEnsembleClassifier, cosine_annealing_lr
+from sksnapshot import SnapshotEnsembleClassifier
+from sksnapshot.schedules import cosine_annealing_lr
 
 from .conftest import interrupted_at, tiny_net
 

@@ -11,12 +11,14 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, validate_params
 
 __all__ = [
+    "auto_cycle_bounds",
+    "auto_lr",
     "cosine_annealing_lr",
     "cosine_warmup_lr",
     "cycle_boundaries",
     "linear_cycles_lr",
     "linear_snapshot_iterations",
-    "resolve_schedule",
+    "plateau_epoch",
     "snapshot_iterations",
 ]
 
