@@ -168,8 +168,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         drawn from ``random_state``) through ``n_snapshots`` cycles: the
         snapshots of all runs form one pool, which ``selection``,
         ``weighting`` and ``combine`` work on. K runs cost K times the
-        training of one. ``n_runs=1`` is the single run of the paper, and
-        gives the same result as before this parameter existed.
+        training of one. ``n_runs=1`` is the single run of the paper.
     bootstrap : bool, default=False
         Train each run on a bootstrap sample of the training rows (as many
         rows, drawn with replacement from the run's seed). The validation
@@ -281,6 +280,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     _default_weighting = "shrink"
     _default_calibration = "temperature"
     _calibration_attribute = "temperature_"
+    _validation_attributes = ("validation_scores_", "disagreement_")
+    _stratified = True
 
     def _validate_targets(self, y):
         check_classification_targets(y)
@@ -292,14 +293,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
             )
         return y_encoded.reshape(-1).astype(np.int64), {"n_classes": len(self.classes_)}
 
-    def _stratify(self, y):
-        return y
-
-    def _expected_output_width(self):
-        return len(self.classes_)
-
-    def _output_width_reason(self):
-        return f"one output per class; classes: {self.classes_.tolist()}"
+    def _output_width(self):
+        return len(self.classes_), f"one output per class; classes: {self.classes_.tolist()}"
 
     def _validation_loss(self, probas, y):
         self.validation_scores_ = member_scores(probas, y)
@@ -312,14 +307,10 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     def _calibrated(self, proba):
         """Normalised, temperature-scaled, finite probabilities from a weighted average."""
         proba = self._check_finite(_normalise(proba))
-        temperature = getattr(self, "temperature_", 1.0)  # ensembles pickled before it existed
+        temperature = getattr(self, "temperature_", 1.0)  # format-1 files have none
         if temperature != 1.0:
             proba = apply_temperature(_log(proba), temperature)
         return proba
-
-    def _clear_validation_results(self):
-        self.validation_scores_ = None
-        self.disagreement_ = None
 
     def _encode_targets(self, y):
         """Map labels to indices of ``classes_``; unseen labels are an error."""

@@ -139,6 +139,7 @@ feature_names_in_, sample_shape_
     _default_weighting = "optimize"
     _default_calibration = "variance"
     _calibration_attribute = "variance_scale_"
+    _stratified = False
     _target_checks = {"multi_output": True, "y_numeric": True}
 
     def __sklearn_tags__(self):
@@ -156,16 +157,11 @@ feature_names_in_, sample_shape_
         self.gaussian_ = isinstance(criterion, type) and issubclass(criterion, GaussianNLLCriterion)
         return y, {"n_outputs": self.n_outputs_}
 
-    def _stratify(self, y):
-        return None
-
-    def _expected_output_width(self):
-        return self.n_outputs_ * (2 if self.gaussian_ else 1)
-
-    def _output_width_reason(self):
+    def _output_width(self):
         if self.gaussian_:
-            return f"a mean and a log-variance for each of {self.n_outputs_} targets"
-        return f"one output per target; {self.n_outputs_} targets"
+            return (2 * self.n_outputs_,
+                    f"a mean and a log-variance for each of {self.n_outputs_} targets")
+        return self.n_outputs_, f"one output per target; {self.n_outputs_} targets"
 
     def _split(self, outputs):
         """Members' (means, variances) from raw outputs, float64; variances None without a head.
@@ -214,9 +210,6 @@ feature_names_in_, sample_shape_
                              "inputs overflow the module (scale the features as for training).")
         return Bunch(mean=mean, total=aleatoric + epistemic, aleatoric=aleatoric,
                      epistemic=epistemic)
-
-    def _clear_validation_results(self):
-        self.validation_scores_ = None
 
     def _encode_targets(self, y):
         y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)

@@ -80,10 +80,12 @@ def _mixture_nll_and_grad(weights, true_proba):
 class LogLoss(MixtureLoss):
     """The validation log-loss of mixtures of classifiers (already validated inputs)."""
 
-    def __init__(self, probas, y, true_proba=None):
+    def __init__(self, probas, y):
         self.probas, self.y = probas, y
-        self.true_proba = _true_class_proba(probas, y) if true_proba is None else true_proba
-        self.n_members, self.n_rows = len(self.true_proba), len(y)
+        # Computed from the members' own probas, never sliced from another LogLoss's: the
+        # memory layout decides the summation order of ``W @ true_proba``.
+        self.true_proba = _true_class_proba(probas, y)
+        self.n_members, self.n_rows = len(probas), len(y)
 
     def __call__(self, W):
         return _nll(W @ self.true_proba)
@@ -92,7 +94,7 @@ class LogLoss(MixtureLoss):
         return _mixture_nll_and_grad(w, self.true_proba)
 
     def subset(self, indices):
-        return LogLoss(self.probas[indices], self.y, self.true_proba[indices])
+        return LogLoss(self.probas[indices], self.y)
 
     @classmethod
     def of(cls, probas, y):
