@@ -29,14 +29,9 @@ from scipy.special import logsumexp
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from sksnapshot import (
-    SnapshotEnsembleClassifier,
-    default_classifier_net,
-    optimize_weights,
-    select_members,
-    shrink_weights,
-)
+from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
 from sksnapshot._calibration import apply_temperature, fit_temperature
+from sksnapshot.selection import optimize_weights, select_members, shrink_weights
 
 from . import quality
 from ._common import RESULTS, run_tasks
@@ -419,7 +414,7 @@ def run_regression(seeds, epochs=100, print_fn=print):
     """benchmarks/regression.py's setting; every rule applied to one fit per seed."""
     from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
     from sksnapshot._calibration import fit_variance_scale
-    from sksnapshot._regression_selection import select_regression_members
+    from sksnapshot.selection import select_regression_members
 
     from . import regression
 

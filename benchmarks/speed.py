@@ -34,14 +34,10 @@ from skorch.callbacks import LRScheduler
 from torch.func import functional_call
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from sksnapshot import (
-    MLPModule,
-    SnapshotEnsembleClassifier,
-    cosine_annealing_lr,
-    snapshot_iterations,
-)
+from sksnapshot import MLPModule, SnapshotEnsembleClassifier
 from sksnapshot._callbacks import copy_state_dict
 from sksnapshot._loader import batch_loader
+from sksnapshot.schedules import cosine_annealing_lr, snapshot_iterations
 
 from ._common import quiet_process, results_dir, run_note, write_markdown
 from ._data import LOADERS, CNN1d

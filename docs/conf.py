@@ -154,19 +154,24 @@ html_show_sourcelink = False
 
 # -- Keep the API page complete ------------------------------------------------------
 def _check_api_page(app):
-    """Warn (an error under -W) when api.rst misses a public name."""
+    """Warn (an error under -W) when an API page misses a public name of its module."""
     from sphinx.util import logging
 
     import sksnapshot.metrics
     import sksnapshot.plotting
+    import sksnapshot.schedules
+    import sksnapshot.selection
 
-    listed = set(re.findall(r"^   ([A-Za-z_][A-Za-z0-9_]*)\s*$",
-                            (HERE / "api.rst").read_text(), flags=re.MULTILINE))
-    for module in (sksnapshot, sksnapshot.metrics, sksnapshot.plotting):
+    pages = {sksnapshot: "api.rst", sksnapshot.schedules: "api_schedules.rst",
+             sksnapshot.selection: "api_selection.rst", sksnapshot.metrics: "api_metrics.rst",
+             sksnapshot.plotting: "api_plotting.rst"}
+    for module, page in pages.items():
+        listed = set(re.findall(r"^   ([A-Za-z_][A-Za-z0-9_]*)\s*$",
+                                (HERE / page).read_text(), flags=re.MULTILINE))
         missing = sorted(set(module.__all__) - listed)
         if missing:
             logging.getLogger(__name__).warning(
-                "docs/api.rst does not list %s from %s.__all__", ", ".join(missing),
+                "docs/%s does not list %s from %s.__all__", page, ", ".join(missing),
                 module.__name__)
 
 

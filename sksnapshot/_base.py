@@ -4,6 +4,7 @@ import os
 import warnings
 from collections import OrderedDict
 from copy import copy
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -32,10 +33,17 @@ from ._inputs import (
     n_samples,
     take_rows,
 )
-from ._schedules import SCHEDULES
-from ._selection import SELECTIONS, WEIGHTINGS, prior_weights
 from ._split import validation_split, warn_small_split
 from ._training import DEFAULT_NET_PARAMS, build_net, train_once
+from .schedules import SCHEDULES
+from .selection._rules import (
+    SELECTIONS,
+    WEIGHTINGS,
+    check_member_count,
+    choose,
+    needs_validation,
+    without_validation,
+)
 
 __all__ = ["BaseSnapshotEnsemble", "DEFAULT_NET_PARAMS"]
 
@@ -52,7 +60,7 @@ class _ForwardInputs(torch.nn.Module):
 
 
 def _run_seeds(rng, random_state, n_runs):
-    """Each run's torch seed: run 0's drawn as before runs existed, the others after it."""
+    """Each run's torch seed: run 0's drawn first (None without a random_state), then the others."""
     top = np.iinfo(np.int32).max
     first = None if random_state is None else int(rng.randint(top))
     seeds = [first] + [int(rng.randint(top)) for _ in range(1, n_runs)]
@@ -78,6 +86,25 @@ def _train_run(estimator, net, train, valid, seed, checkpoint):
                           on_initialized=check_output)
 
 
+@dataclass
+class _Plan:
+    """What ``fit`` trains, all decided before training starts."""
+
+    X: object  # the validated rows and targets, as skorch takes them
+    y: np.ndarray
+    split: tuple  # (training rows, validation rows): indices into X
+    seeds: list  # each run's torch seed
+    net: object  # the template net every run trains (a clone of it after run 0)
+    runs: list  # each run's (training rows, validation rows); a resumed run keeps its own
+    checkpoints: list  # each run's CheckpointDir, or None
+    valid: tuple  # the validation rows given to skorch, (X, y), or None
+    y_valid: np.ndarray  # their encoded targets
+
+    @property
+    def X_valid(self):
+        return None if self.valid is None else self.valid[0]
+
+
 class _Count(Interval):
     """``Interval(Integral, ...)`` without bools (``numbers.Integral`` includes True)."""
 
@@ -88,29 +115,37 @@ class _Count(Interval):
 class BaseSnapshotEnsemble(BaseEstimator):
     """Train one skorch net through M learning-rate cycles and keep M snapshots.
 
+    ``fit`` reads validate -> plan -> train -> keep -> select: ``_validate``
+    (settings, inputs, targets), ``_plan`` (a :class:`_Plan`: split, seeds,
+    net, runs, checkpoints, validation rows), ``_train`` (the runs),
+    ``_keep`` (the snapshots as fitted attributes), ``_select`` (members,
+    weights, weight averaging, calibration).
+
     The contract with a subclass, all class attributes or methods:
 
     - ``_net_class``, ``_default_module``, ``_default_net``: the skorch class
       it wraps and how a default net is built around a module;
-    - ``_validate_targets(y)``: validated training targets, ready for skorch,
-      and the module arguments they imply (``n_classes``, ``n_outputs``);
-      sets the target-related fitted attributes;
-    - ``_stratify(y)``: the labels to stratify the validation split on, or None;
-    - ``_encode_targets(y)``: targets of new labelled rows (``select``);
-    - ``_expected_output_width()`` and ``_output_width_reason()``: the module's
-      output width, checked before training;
-    - ``_choose_members(outputs, y, n_members, weighting)``: members and
-      weights from the members' outputs on validation rows (also setting
-      ``validation_scores_``), and ``_clear_validation_results()`` when there
-      are none;
+    - targets: ``_target_checks`` (keyword arguments of ``validate_data`` for
+      ``y``), ``_validate_targets(y)`` (training targets ready for skorch and
+      the module arguments they imply, ``n_classes`` or ``n_outputs``; sets
+      the target-related fitted attributes), ``_stratified`` (whether the
+      validation split is stratified on them), ``_encode_targets(y)``
+      (targets of new labelled rows: ``select``, ``X_valid``);
+    - ``_output_width()``: the module's output width and why, checked
+      before training;
+    - ``_validation_loss(outputs, y)``: the
+      :class:`~sksnapshot.selection._core.MixtureLoss` of the members'
+      outputs on validation rows, which ``selection`` and ``weighting`` work
+      on (setting the fitted ``_validation_attributes``, None without
+      validation rows);
     - ``_default_weighting`` and ``_default_calibration``: what "auto" means;
       ``_fit_calibration(X_valid, y_valid)``: the calibration of the combined
       prediction fitted on validation rows, kept as ``_calibration_attribute``
-      (1.0 without validation rows or with ``calibration=None``);
-    - ``_target_checks``: keyword arguments of ``validate_data`` for ``y``.
+      (1.0 without validation rows or with ``calibration=None``).
     """
 
     _target_checks = {}
+    _validation_attributes = ("validation_scores_",)
 
     _parameter_constraints = {
         "net": "no_validation",
@@ -163,17 +198,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
             raise ValueError(
                 f"n_members={self.n_members} cannot exceed n_snapshots={self.n_snapshots}."
             )
-        if self.selection == "all" and self.n_members is not None:
-            raise ValueError(
-                f"selection='all' uses every snapshot; got n_members={self.n_members}. "
-                "Use selection='last' (or another strategy) to keep fewer."
-            )
+        check_member_count(self.selection, self.n_members)
 
     # -- input ----------------------------------------------------------------
-    def _validate_fit_inputs(self, X, y, **y_params):
-        """Training inputs and targets as skorch takes them: see :mod:`sksnapshot._inputs`."""
-        return fit_inputs(self, X, y, **y_params)
-
     def _validate_X_predict(self, X):
         check_is_fitted(self, "snapshots_")
         return check_inputs(self, X, reset=False)
@@ -214,19 +241,35 @@ class BaseSnapshotEnsemble(BaseEstimator):
         self : object
             The fitted ensemble.
         """
+        X, y, data_kwargs = self._validate(X, y)
+        plan = self._plan(X, y, data_kwargs, X_valid, y_valid)
+        results, bn_rows = self._train(plan)
+        self._keep(results)
+        self._select(plan.X_valid, plan.y_valid, bn_rows)
+        if self.verbose:
+            print(f"{type(self).__name__}: {len(self.snapshots_)} snapshots in "
+                  f"{self.n_iter_} iterations; members {self.members_.tolist()} with "
+                  f"weights {np.round(self.weights_, 3).tolist()}"
+                  + (", averaged into one model." if self.combine == "weights" else "."))
+        return self
+
+    def _validate(self, X, y):
+        """The settings, then ``(X, y, module arguments the data imply)`` as skorch takes them."""
         self._check_member_settings()
-        X, y = self._validate_fit_inputs(X, y, **self._target_checks)
+        X, y = fit_inputs(self, X, y, **self._target_checks)
         y, data_kwargs = self._validate_targets(y)
         if isinstance(X, np.ndarray) and X.ndim == 2:  # a width only makes sense for 2-D rows
             data_kwargs["n_features"] = X.shape[1]
+        return X, y, data_kwargs
 
+    def _plan(self, X, y, data_kwargs, X_valid, y_valid):
+        """Decide everything before training: the split, seeds, net, runs, checkpoints."""
         rng = check_random_state(self.random_state)
         n = n_samples(X)
         if X_valid is not None:
             split = (np.arange(n), np.arange(0))
         else:
-            strata = self._stratify(y)
-            strata = strata if strata is not None else np.zeros(n, dtype=np.int64)
+            strata = y if self._stratified else np.zeros(n, dtype=np.int64)
             split = validation_split(strata, self.validation_fraction, rng)
         seeds = _run_seeds(rng, self.random_state, self.n_runs)
 
@@ -248,26 +291,22 @@ class BaseSnapshotEnsemble(BaseEstimator):
             valid = take_rows(X, y, valid_idx) if len(valid_idx) else None
             y_v = y[valid_idx]
 
-        warn_small_split(len(runs[0][0]), len(y_v), data_driven=self.selection not in (
-            "all", "last") or self._weighting() != "uniform")
+        warn_small_split(len(runs[0][0]), len(y_v),
+                         data_driven=needs_validation(self.selection, self._weighting()))
+        return _Plan(X, y, split, seeds, net, runs, checkpoints, valid, y_v)
 
-        if self.n_runs == 1:  # in this process, as before runs existed
-            train = take_rows(X, y, runs[0][0])
-            results = [_train_run(self, net, train, valid, seeds[0], checkpoints[0])]
-            bn_rows = train[0]
-        else:
-            results = self._train_runs(X, y, net, runs, valid, seeds, checkpoints)
-            # BatchNorm statistics of averaged weights: on the training rows, not a sample.
-            bn_rows = (take_rows(X, y, np.setdiff1d(np.arange(n), valid_idx))[0]
-                       if self.combine == "weights" else None)
-        self._keep(results)
-        self._select(None if valid is None else valid[0], y_v, bn_rows)
-        if self.verbose:
-            print(f"{type(self).__name__}: {len(self.snapshots_)} snapshots in "
-                  f"{self.n_iter_} iterations; members {self.members_.tolist()} with "
-                  f"weights {np.round(self.weights_, 3).tolist()}"
-                  + (", averaged into one model." if self.combine == "weights" else "."))
-        return self
+    def _train(self, plan):
+        """Train the plan's runs: their ``(net, record)`` pairs, and the rows for BatchNorm."""
+        if self.n_runs == 1:  # in this process
+            train = take_rows(plan.X, plan.y, plan.runs[0][0])
+            return [_train_run(self, plan.net, train, plan.valid, plan.seeds[0],
+                               plan.checkpoints[0])], train[0]
+        results = self._train_runs(plan)
+        # BatchNorm statistics of averaged weights: on the training rows, not a sample.
+        n = n_samples(plan.X)
+        bn_rows = (take_rows(plan.X, plan.y, np.setdiff1d(np.arange(n), plan.runs[0][1]))[0]
+                   if self.combine == "weights" else None)
+        return results, bn_rows
 
     def _checkpoints(self, X, y, net, seeds, runs, n):
         """One :class:`CheckpointDir` per run, and the runs' splits (a resumed run keeps its own).
@@ -278,17 +317,13 @@ class BaseSnapshotEnsemble(BaseEstimator):
         """
         params = self.get_params(deep=False)
         params.pop("n_jobs")  # results do not depend on it
+        params.pop("n_runs")  # nor a run's: adding runs resumes the runs done
         several = self.n_runs > 1
-        if not several and not self.bootstrap:  # the fingerprint of a fit before runs existed
-            params.pop("n_runs")
-            params.pop("bootstrap")
         checkpoints = []
         for r, (seed, split) in enumerate(zip(seeds, runs)):
-            if several or self.bootstrap:
-                params.pop("n_runs", None)  # adding runs resumes the runs done
-                # The seed when it follows from random_state; with None a new fit draws new
-                # seeds, and resumes from the torch state saved in the directory.
-                params.update(run=r, run_seed=seed if self.random_state is not None else None)
+            # The seed when it follows from random_state; with None a new fit draws new
+            # seeds, and resumes from the torch state saved in the directory.
+            params.update(run=r, run_seed=seed if self.random_state is not None else None)
             path = os.path.join(self.checkpoint_dir, f"run_{r:03d}") if several \
                 else self.checkpoint_dir
             checkpoints.append(CheckpointDir(path, fingerprint(X, y, params, net), split))
@@ -308,25 +343,25 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 c.split = (train if not self.bootstrap else _bootstrap(train, seed), valid)
         return checkpoints, [c.split for c in checkpoints]
 
-    def _train_runs(self, X, y, net, runs, valid, seeds, checkpoints):
+    def _train_runs(self, plan):
         """Train the runs through joblib, in order; after an interrupted run, start no other.
 
         Each task carries its own net, rows and seed and seeds torch itself, so
         the results do not depend on the backend or ``n_jobs``.
         """
         worker = copy(self)  # without the previous fit's fitted attributes
-        for name in ("net_", "snapshots_", "averaged_state_", "validation_scores_",
-                     "disagreement_"):
+        for name in ("net_", "snapshots_", "averaged_state_", *self._validation_attributes):
             worker.__dict__.pop(name, None)
-        nets = [net] + [clone(net) for _ in range(1, self.n_runs)]
+        nets = [plan.net] + [clone(plan.net) for _ in range(1, self.n_runs)]
         stop = []
 
         def tasks():
             for r in range(self.n_runs):
                 if stop:  # a Ctrl-C ended the last run (sequential backends only)
                     return
-                yield delayed(_train_run)(worker, nets[r], take_rows(X, y, runs[r][0]), valid,
-                                          seeds[r], checkpoints[r])
+                train = take_rows(plan.X, plan.y, plan.runs[r][0])
+                yield delayed(_train_run)(worker, nets[r], train, plan.valid, plan.seeds[r],
+                                          plan.checkpoints[r])
 
         results = []
         for result in Parallel(n_jobs=self.n_jobs, return_as="generator")(tasks()):
@@ -395,24 +430,19 @@ class BaseSnapshotEnsemble(BaseEstimator):
             n_members = len(self.snapshots_)  # an interrupted fit has fewer snapshots
         weighting = self._weighting()
         if X_valid is not None:
-            outputs = self._member_outputs(X_valid, self.snapshots_)
-            self.members_, self.weights_ = self._choose_members(outputs, y_valid, n_members,
-                                                                weighting)
+            loss = self._validation_loss(self._member_outputs(X_valid, self.snapshots_), y_valid)
+            self.members_, self.weights_ = choose(loss, self.selection, n_members, weighting)
         else:
-            if self.selection not in ("last", "all") or weighting != "uniform":
+            self.members_, self.weights_, how = without_validation(len(self.snapshots_),
+                                                                   n_members, weighting)
+            if needs_validation(self.selection, weighting):
                 warnings.warn(
                     f"selection={self.selection!r} with weighting={weighting!r} needs "
                     "validation rows (validation_fraction > 0, or call select(X, y)); "
-                    + ("using equal weights on the last two snapshots (the prior of the "
-                       "shrunk weights)." if weighting == "shrink" else
-                       "using the last n_members snapshots with equal weights."),
-                    UserWarning, stacklevel=3,
+                    f"using {how}.", UserWarning, stacklevel=3,
                 )
-            self._clear_validation_results()
-            k = len(self.snapshots_) if n_members is None else n_members
-            members = np.arange(len(self.snapshots_) - k, len(self.snapshots_))
-            weights = prior_weights(k) if weighting == "shrink" else np.full(k, 1.0 / k)
-            self.members_, self.weights_ = members[weights > 0], weights[weights > 0]
+            for name in self._validation_attributes:
+                setattr(self, name, None)
         self.averaged_state_ = self._average_weights(X_bn) if self.combine == "weights" else None
         calibrate = X_valid is not None and self._calibration() is not None
         setattr(self, self._calibration_attribute,
@@ -426,7 +456,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         (``torch.optim.swa_utils.update_bn``), since averaged weights do not
         match any member's statistics.
         """
-        runs = np.asarray(getattr(self, "snapshot_runs_", None) or [0] * len(self.snapshots_))
+        runs = np.asarray(self.snapshot_runs_)
         if len(set(runs[self.members_].tolist())) > 1:
             # Weights of independent runs lie in different basins: their average is no
             # model. Keep the run of the heaviest member, with its weights renormalised.
@@ -454,7 +484,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
     def _check_module_output(self, net, x_few):
         """Fail before training when the module's output width is wrong."""
-        expected = self._expected_output_width()
+        expected, reason = self._output_width()
         module = net.module_
         was_training = module.training
         module.eval()
@@ -469,7 +499,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
             raise ValueError(
                 f"The module returns outputs of shape {tuple(out.shape)} for "
                 f"{len(out)} rows, but {type(self).__name__} needs "
-                f"(n_rows, {expected}) here ({self._output_width_reason()})."
+                f"(n_rows, {expected}) here ({reason})."
             )
 
     # -- choosing again ------------------------------------------------------

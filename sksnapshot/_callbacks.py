@@ -10,7 +10,7 @@ import torch
 from skorch.callbacks import Callback
 from skorch.dataset import get_len
 
-from ._schedules import (
+from .schedules import (
     auto_cycle_bounds,
     auto_lr,
     check_enough_iterations,
@@ -138,7 +138,7 @@ class CyclicSnapshots(Callback):
     the single net's: one cosine over the whole budget. It is cut into
     cycles only when the validation loss levels off early enough for at
     least two more cycles as long as the epochs it took
-    (:func:`~sksnapshot._schedules.plateau_epoch`): the first cycle then
+    (:func:`~sksnapshot.schedules.plateau_epoch`): the first cycle then
     anneals, and the rest of the budget becomes up to
     ``AUTO_MAX_CYCLES`` restart cycles of whole epochs. Without validation
     rows, or when the budget is too short, it stays one cycle: the single net.
@@ -151,9 +151,9 @@ class CyclicSnapshots(Callback):
     min_lr : float, default=0.0
         The learning rate every cycle anneals towards.
     schedule : {"cosine", "cosine_warmup", "linear"} or callable, default="cosine"
-        "cosine": :func:`~sksnapshot.cosine_annealing_lr`; "cosine_warmup":
-        :func:`~sksnapshot.cosine_warmup_lr`; "linear":
-        :func:`~sksnapshot.linear_cycles_lr` (fast geometric ensembling); or
+        "cosine": :func:`~sksnapshot.schedules.cosine_annealing_lr`; "cosine_warmup":
+        :func:`~sksnapshot.schedules.cosine_warmup_lr`; "linear":
+        :func:`~sksnapshot.schedules.linear_cycles_lr` (fast geometric ensembling); or
         ``schedule(t, n_iter, n_cycles, lr, min_lr)`` giving the learning rate
         of the steps ``t``. Evaluated for all steps when training begins (and
         when a resumed fit continues), and again whenever the divergence guard
@@ -454,7 +454,7 @@ class CyclicSnapshots(Callback):
         """``n_snapshots="auto"``: end the first cycle early if validation has levelled off.
 
         Until then the run is the single net's (one cosine over the budget). At a
-        plateau of the validation loss (:func:`~sksnapshot._schedules.plateau_epoch`)
+        plateau of the validation loss (:func:`~sksnapshot.schedules.plateau_epoch`)
         early enough for two more cycles as long, the first cycle anneals and the
         rest of the budget becomes restart cycles (``auto_cycle_bounds``).
         """

@@ -11,8 +11,9 @@ from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import apply_temperature, fit_temperature
 from ._compat import StrOptions
 from ._modules import MLPModule
-from ._selection import disagreement_matrix, member_scores, select_members
-from .metrics import uncertainty_decomposition
+from .metrics import disagreement_matrix, uncertainty_decomposition
+from .selection import member_scores
+from .selection._classification import LogLoss
 
 __all__ = ["SnapshotEnsembleClassifier", "default_classifier_net"]
 
@@ -110,13 +111,13 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     schedule : {"cosine", "cosine_warmup", "linear"} or callable, default="cosine"
         The learning rate of every training step. "cosine": cosine annealing
         with warm restarts over ``n_snapshots`` equal cycles, a snapshot at the
-        end of each (:func:`~sksnapshot.cosine_annealing_lr`).
+        end of each (:func:`~sksnapshot.schedules.cosine_annealing_lr`).
         "cosine_warmup": the same cycles and snapshots, but every restart
         ramps the learning rate up over a quarter of its cycle instead of
-        jumping to it (:func:`~sksnapshot.cosine_warmup_lr`). "linear": fast
+        jumping to it (:func:`~sksnapshot.schedules.cosine_warmup_lr`). "linear": fast
         geometric ensembling (Garipov et al., 2018): a linear decay over the
         first half of the budget, then ``n_snapshots`` short triangular cycles,
-        a snapshot at each low point (:func:`~sksnapshot.linear_cycles_lr`). A
+        a snapshot at each low point (:func:`~sksnapshot.schedules.linear_cycles_lr`). A
         callable ``schedule(t, n_iter, n_cycles, lr, min_lr)`` returns the
         learning rates of the steps ``t`` (an array); snapshots are then taken
         at the ends of ``n_snapshots`` equal cycles.
@@ -124,7 +125,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         How members are chosen on the validation rows. "all": every snapshot;
         "last": the last ``n_members`` snapshots (Huang et al.); "diverse":
         accurate snapshots that disagree with each other
-        (:func:`~sksnapshot.select_diverse`); "greedy": forward selection with
+        (:func:`~sksnapshot.selection.select_diverse`); "greedy": forward selection with
         replacement that lowers the validation log-loss of the average
         (Caruana et al., 2004). Without validation rows, the last
         ``n_members`` snapshots are used with equal weights.
@@ -133,7 +134,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         validation rows. "shrink" (what "auto" means here) minimises the
         validation log-loss of the weighted average plus a Dirichlet prior
         worth 10 validation rows whose mean is equal weights on the last two
-        chosen members (:func:`~sksnapshot.shrink_weights`): with a few dozen
+        chosen members (:func:`~sksnapshot.selection.shrink_weights`): with a few dozen
         rows the weights stay near the prior, with thousands they reach the
         optimum. "optimize" minimises the validation log-loss alone (on small
         data it puts almost all weight on one snapshot picked by noise).
@@ -177,8 +178,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         drawn from ``random_state``) through ``n_snapshots`` cycles: the
         snapshots of all runs form one pool, which ``selection``,
         ``weighting`` and ``combine`` work on. K runs cost K times the
-        training of one. ``n_runs=1`` is the single run of the paper, and
-        gives the same result as before this parameter existed.
+        training of one. ``n_runs=1`` is the single run of the paper.
     bootstrap : bool, default=False
         Train each run on a bootstrap sample of the training rows (as many
         rows, drawn with replacement from the run's seed). The validation
@@ -292,10 +292,12 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     _calibration_attribute = "temperature_"
     # What sksnapshot._persistence reads (see its _estimators.py): this estimator's rows of
     # the fitted-field table, the criteria a saved file may name, and the field and words
-    # a refusal names the output width (_expected_output_width) with.
+    # a refusal names the output width (_output_width) with.
     _persistence_kind = "classifier"
     _saved_criteria = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
     _output_width_words = ("classes_", "has {width} classes")
+    _validation_attributes = ("validation_scores_", "disagreement_")
+    _stratified = True
 
     def _validate_targets(self, y):
         check_classification_targets(y)
@@ -307,19 +309,13 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
             )
         return y_encoded.reshape(-1).astype(np.int64), {"n_classes": len(self.classes_)}
 
-    def _stratify(self, y):
-        return y
+    def _output_width(self):
+        return len(self.classes_), f"one output per class; classes: {self.classes_.tolist()}"
 
-    def _expected_output_width(self):
-        return len(self.classes_)
-
-    def _output_width_reason(self):
-        return f"one output per class; classes: {self.classes_.tolist()}"
-
-    def _choose_members(self, probas, y, n_members, weighting):
+    def _validation_loss(self, probas, y):
         self.validation_scores_ = member_scores(probas, y)
         self.disagreement_ = disagreement_matrix(probas)
-        return select_members(probas, y, self.selection, n_members, weighting)
+        return LogLoss.of(probas, y)
 
     def _fit_calibration(self, X_valid, y_valid):
         return fit_temperature(_log(_normalise(self._weighted_outputs(X_valid))), y_valid)
@@ -327,14 +323,10 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     def _calibrated(self, proba):
         """Normalised, temperature-scaled, finite probabilities from a weighted average."""
         proba = self._check_finite(_normalise(proba))
-        temperature = getattr(self, "temperature_", 1.0)  # ensembles pickled before it existed
+        temperature = getattr(self, "temperature_", 1.0)  # format-1 files have none
         if temperature != 1.0:
             proba = apply_temperature(_log(proba), temperature)
         return proba
-
-    def _clear_validation_results(self):
-        self.validation_scores_ = None
-        self.disagreement_ = None
 
     def _encode_targets(self, y):
         """Map labels to indices of ``classes_``; unseen labels are an error."""

@@ -10,13 +10,11 @@ from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import fit_variance_scale
 from ._compat import StrOptions
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
-from ._regression_selection import (
-    REGRESSION_SELECTIONS,
-    regression_member_scores,
-    select_regression_members,
-)
 from ._training import template
 from .metrics import variance_decomposition
+from .selection import regression_member_scores
+from .selection._regression import RegressionLoss
+from .selection._rules import REGRESSION_SELECTIONS
 
 __all__ = ["SnapshotEnsembleRegressor", "default_regressor_net"]
 
@@ -145,6 +143,7 @@ feature_names_in_, sample_shape_
     _persistence_kind = "regressor"
     _saved_criteria = (torch.nn.MSELoss, GaussianNLLCriterion)
     _output_width_words = ("n_outputs_", "asks for {width} outputs per row")
+    _stratified = False
     _target_checks = {"multi_output": True, "y_numeric": True}
 
     def __sklearn_tags__(self):
@@ -162,9 +161,6 @@ feature_names_in_, sample_shape_
         self.gaussian_ = isinstance(criterion, type) and issubclass(criterion, GaussianNLLCriterion)
         return y, {"n_outputs": self.n_outputs_}
 
-    def _stratify(self, y):
-        return None
-
     @property
     def single_output_(self):
         """bool: whether ``fit`` saw 1-D targets, so that ``predict`` returns 1-D arrays.
@@ -177,13 +173,11 @@ feature_names_in_, sample_shape_
     def single_output_(self, value):
         self._single_output = bool(value)
 
-    def _expected_output_width(self):
-        return self.n_outputs_ * (2 if self.gaussian_ else 1)
-
-    def _output_width_reason(self):
+    def _output_width(self):
         if self.gaussian_:
-            return f"a mean and a log-variance for each of {self.n_outputs_} targets"
-        return f"one output per target; {self.n_outputs_} targets"
+            return (2 * self.n_outputs_,
+                    f"a mean and a log-variance for each of {self.n_outputs_} targets")
+        return self.n_outputs_, f"one output per target; {self.n_outputs_} targets"
 
     def _split(self, outputs):
         """Members' (means, variances) from raw outputs, float64; variances None without a head.
@@ -202,11 +196,10 @@ feature_names_in_, sample_shape_
             return means, variances
         return means.numpy(), None if variances is None else variances.numpy()
 
-    def _choose_members(self, outputs, y, n_members, weighting):
+    def _validation_loss(self, outputs, y):
         means, variances = self._split(outputs)
         self.validation_scores_ = regression_member_scores(means, y, variances)
-        return select_regression_members(means, y, self.selection, n_members,
-                                         weighting, variances)
+        return RegressionLoss(means, y, variances)
 
     def _fit_calibration(self, X_valid, y_valid):
         parts = self._mixture(X_valid)
@@ -233,9 +226,6 @@ feature_names_in_, sample_shape_
                              "inputs overflow the module (scale the features as for training).")
         return Bunch(mean=mean, total=aleatoric + epistemic, aleatoric=aleatoric,
                      epistemic=epistemic)
-
-    def _clear_validation_results(self):
-        self.validation_scores_ = None
 
     def _encode_targets(self, y):
         y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)

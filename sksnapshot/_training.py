@@ -19,7 +19,7 @@ from ._callbacks import CyclicSnapshots
 from ._compat import InvalidParameterError
 from ._distributed import without_accelerator
 from ._loader import batch_loader
-from ._schedules import AUTO_COLLAPSE_FACTOR
+from .schedules import AUTO_COLLAPSE_FACTOR
 
 __all__ = ["CALLBACK_NAME", "template", "build_net", "torch_seed", "train_once"]
 

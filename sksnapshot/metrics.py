@@ -17,6 +17,7 @@ from ._compat import validate_params
 __all__ = [
     "brier_score",
     "disagreement",
+    "disagreement_matrix",
     "expected_calibration_error",
     "negative_log_likelihood",
     "reliability_curve",
@@ -31,6 +32,21 @@ def _check_proba(proba, name="proba"):
     if proba.min() < 0 or proba.max() > 1:
         raise ValueError(f"{name} must contain probabilities in [0, 1].")
     return proba
+
+
+def _check_member_probas(probas):
+    """Validate a finite (n_members, n_samples, n_classes) array of probabilities."""
+    probas = np.asarray(probas, dtype=np.float64)
+    if probas.ndim != 3:
+        raise ValueError(
+            "probas must be a 3-D array of shape (n_members, n_samples, n_classes), "
+            f"got shape {probas.shape}."
+        )
+    if min(probas.shape) < 1:
+        raise ValueError(f"probas must not be empty, got shape {probas.shape}.")
+    if not np.all(np.isfinite(probas)):
+        raise ValueError("probas contains NaN or infinity.")
+    return probas
 
 
 def _holds_integers(y):
@@ -254,6 +270,10 @@ def disagreement(proba_a, proba_b):
     rate : float
         Between 0 (same argmax everywhere) and 1.
 
+    See Also
+    --------
+    disagreement_matrix : the rate for every pair of an ensemble's members.
+
     Examples
     --------
     >>> disagreement([[0.9, 0.1], [0.4, 0.6]], [[0.6, 0.4], [0.7, 0.3]])
@@ -267,6 +287,40 @@ def disagreement(proba_a, proba_b):
             f"and {proba_b.shape}."
         )
     return float(_disagreement_rate(proba_a.argmax(axis=1), proba_b.argmax(axis=1)))
+
+
+@validate_params(
+    {"probas": ["array-like"]},
+    prefer_skip_nested_validation=True,
+)
+def disagreement_matrix(probas):
+    """Pairwise disagreement between members' predicted labels.
+
+    Parameters
+    ----------
+    probas : array-like of shape (n_members, n_samples, n_classes)
+        Predicted probabilities of each member on the same rows.
+
+    Returns
+    -------
+    matrix : ndarray of shape (n_members, n_members)
+        Entry ``(i, j)`` is the fraction of rows on which members ``i`` and
+        ``j`` predict different argmax labels; symmetric with a zero diagonal.
+
+    See Also
+    --------
+    disagreement : the same rate for two models.
+
+    Examples
+    --------
+    >>> probas = [[[0.9, 0.1], [0.2, 0.8]],
+    ...           [[0.6, 0.4], [0.7, 0.3]],
+    ...           [[0.3, 0.7], [0.4, 0.6]]]
+    >>> disagreement_matrix(probas).tolist()
+    [[0.0, 0.5, 0.5], [0.5, 0.0, 1.0], [0.5, 1.0, 0.0]]
+    """
+    labels = _check_member_probas(probas).argmax(axis=2)
+    return _disagreement_rate(labels[:, None, :], labels[None, :, :])
 
 
 def _check_weights(weights, n_members):

@@ -10,12 +10,12 @@ from collections.abc import Mapping
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._schedules import learning_rate_table, resolve_schedule
 from .metrics import (
     expected_calibration_error,
     negative_log_likelihood,
     reliability_curve,
 )
+from .schedules import learning_rate_table, resolve_schedule
 
 __all__ = [
     "plot_disagreement",

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
-from sksnapshot import SnapshotEnsembleClassifier, cosine_annealing_lr
+from sksnapshot import SnapshotEnsembleClassifier
+from sksnapshot.schedules import cosine_annealing_lr
 
 from ._helpers import classification_data, tiny_net
 

@@ -6,7 +6,7 @@ import torch
 from skorch.callbacks import Callback
 
 from sksnapshot import SnapshotEnsembleClassifier
-from sksnapshot._schedules import (
+from sksnapshot.schedules import (
     AUTO_MAX_CYCLES,
     auto_cycle_bounds,
     auto_lr,

@@ -14,16 +14,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback, LRScheduler
 
-from sksnapshot import (
-    MLPModule,
-    SnapshotEnsembleClassifier,
-    cosine_annealing_lr,
-    cosine_warmup_lr,
-    default_classifier_net,
-    snapshot_iterations,
-)
+from sksnapshot import MLPModule, SnapshotEnsembleClassifier, default_classifier_net
 from sksnapshot._compat import InvalidParameterError
 from sksnapshot._split import validation_split
+from sksnapshot.schedules import cosine_annealing_lr, cosine_warmup_lr, snapshot_iterations
 
 from .conftest import InterruptAt, tiny_net
 

@@ -8,8 +8,9 @@ import torch
 from sklearn.metrics import log_loss
 from torch.optim.swa_utils import update_bn
 
-from sksnapshot import SnapshotEnsembleClassifier, linear_cycles_lr
-from sksnapshot._selection import member_scores
+from sksnapshot import SnapshotEnsembleClassifier
+from sksnapshot.schedules import linear_cycles_lr
+from sksnapshot.selection import member_scores
 
 from .conftest import tiny_net
 

@@ -693,7 +693,7 @@ def test_a_format_1_file_missing_cycles_gets_approximate_steps(saved, tmp_path):
     with pytest.warns(UserWarning, match="format 1 files do not record the step of each "
                                          "snapshot.*an approximation"):
         loaded = load_ensemble(edited(saved, tmp_path, lambda m: [e(m) for e in edit] and None))
-    from sksnapshot import snapshot_iterations
+    from sksnapshot.schedules import snapshot_iterations
     assert loaded.snapshot_iterations_ == snapshot_iterations(loaded.n_iter_, 3).tolist()
 
 

@@ -7,16 +7,13 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from skorch.callbacks import Callback
 
-from sksnapshot import (
-    SnapshotEnsembleClassifier,
-    linear_snapshot_iterations,
-    snapshot_iterations,
-)
+from sksnapshot import SnapshotEnsembleClassifier
 from sksnapshot.metrics import (
     expected_calibration_error,
     negative_log_likelihood,
     reliability_curve,
 )
+from sksnapshot.schedules import linear_snapshot_iterations, snapshot_iterations
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")

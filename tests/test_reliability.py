@@ -7,8 +7,9 @@ import pytest
 import torch
 from skorch.callbacks import Callback
 
-from sksnapshot import SnapshotEnsembleClassifier, cosine_annealing_lr
+from sksnapshot import SnapshotEnsembleClassifier
 from sksnapshot._compat import InvalidParameterError
+from sksnapshot.schedules import cosine_annealing_lr
 
 from ._helpers import AtTrainingBatch
 from .conftest import interrupted_at, tiny_net

@@ -1,13 +1,15 @@
 import numpy as np
 import pytest
 
-from sksnapshot import (
+from sksnapshot.schedules import (
     cosine_annealing_lr,
     cosine_warmup_lr,
     cycle_boundaries,
+    linear_cycles_lr,
+    linear_snapshot_iterations,
+    resolve_schedule,
     snapshot_iterations,
 )
-from sksnapshot._schedules import linear_cycles_lr, linear_snapshot_iterations, resolve_schedule
 
 
 @pytest.mark.parametrize("n_iter, n_cycles",
@@ -118,8 +120,9 @@ def test_resolve_schedule():
 
 
 def test_public_helpers_validate_parameter_types_as_the_estimators_do():
-    from sksnapshot import member_scores, uncertainty_decomposition
     from sksnapshot._compat import InvalidParameterError
+    from sksnapshot.metrics import uncertainty_decomposition
+    from sksnapshot.selection import member_scores
 
     with pytest.raises(InvalidParameterError, match="'n_iter' parameter of cycle_boundaries"):
         cycle_boundaries("10", 2)

@@ -3,24 +3,21 @@ import pytest
 from scipy.optimize import OptimizeResult
 from sklearn.metrics import log_loss
 
-from sksnapshot import _selection
-from sksnapshot._regression_selection import (
-    regression_member_scores,
-    select_regression_members,
-    shrink_regression_weights,
-)
-from sksnapshot._selection import (
-    disagreement_matrix,
+from sksnapshot.metrics import disagreement, disagreement_matrix
+from sksnapshot.selection import _core as _selection
+from sksnapshot.selection import (
     member_scores,
     optimize_simplex,
     optimize_weights,
+    regression_member_scores,
     select_diverse,
     select_greedy,
     select_last,
     select_members,
+    select_regression_members,
+    shrink_regression_weights,
     shrink_weights,
 )
-from sksnapshot.metrics import disagreement
 
 
 def ensemble_log_loss(probas, y, weights):

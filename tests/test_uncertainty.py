@@ -9,9 +9,8 @@ from sksnapshot import (
     SnapshotEnsembleClassifier,
     SnapshotEnsembleRegressor,
     default_regressor_net,
-    uncertainty_decomposition,
-    variance_decomposition,
 )
+from sksnapshot.metrics import uncertainty_decomposition, variance_decomposition
 
 from .conftest import tiny_net
 

@@ -8,7 +8,7 @@ estimator class states, as class attributes and methods,
   decides how outputs become predictions, so a file may choose only these);
 - ``_default_module`` and ``_default_net(module)``: the library's own module, and
   the skorch net the loaded estimator gets around the file's module;
-- ``_expected_output_width()`` (on a fitted estimator) and ``_output_width_words``:
+- ``_output_width()`` (on a fitted estimator: the width and why) and ``_output_width_words``:
   the module's output width, and the field and words a refusal names it with;
 - its fitted attributes, under the names the field table lists (the regressor's
   record of 1-D targets as the ``single_output_`` property).

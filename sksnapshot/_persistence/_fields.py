@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .._modules import GaussianNLLCriterion
-from .._schedules import SCHEDULES, snapshot_iterations
+from ..schedules import SCHEDULES, snapshot_iterations
 from ._format import short, warn
 
 _BOTH = ("classifier", "regressor")

@@ -123,7 +123,7 @@ def load_ensemble(path, *, modules=(), device="cpu"):
     check_tensors(meta_path, weights, spec, expected)
 
     estimator = unfitted_estimator(spec, device)
-    width = estimator._expected_output_width()
+    width = estimator._output_width()[0]
     field, words = estimator._output_width_words
     field, reason = f"fitted.{field}", words.format(width=width)
     probes = Probes(spec)

@@ -12,12 +12,14 @@ import numpy as np
 from ._compat import Interval, validate_params
 
 __all__ = [
+    "auto_cycle_bounds",
+    "auto_lr",
     "cosine_annealing_lr",
     "cosine_warmup_lr",
     "cycle_boundaries",
     "linear_cycles_lr",
     "linear_snapshot_iterations",
-    "resolve_schedule",
+    "plateau_epoch",
     "snapshot_iterations",
 ]
 
