@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import torch
 
+from .._inputs import map_inputs
+
 #: Version 2 added ``sample_shape_``, ``snapshot_iterations_``, ``n_iter_planned_``
 #: and ``temperature_`` and made ``n_features_in_`` optional (2-D inputs only).
 #: Version 1 files still load (see :func:`load_ensemble`).
@@ -99,9 +101,7 @@ def json_kind(value):
 
 def plain_shape(shape):
     """A sample shape as the file spells it (lists), for messages."""
-    if isinstance(shape, dict):
-        return {key: plain_shape(value) for key, value in shape.items()}
-    return None if shape is None else list(shape)
+    return map_inputs(lambda dims: None if dims is None else list(dims), shape)
 
 
 def qualified_name(cls):

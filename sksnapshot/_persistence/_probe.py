@@ -13,6 +13,7 @@ import re
 
 import torch
 
+from .._inputs import call_module, first_output, input_leaves, map_inputs
 from ._builtin import input_width, is_builtin
 from ._format import SAFETENSORS_DTYPES, plain_shape, refuse, short, state_prefixes
 
@@ -28,7 +29,7 @@ _MAX_MIXED_INPUTS = 4
 
 def output_width(output):
     """The width of a module's (first) output of 2 dimensions, else None."""
-    output = output[0] if isinstance(output, (tuple, list)) else output
+    output = first_output(output)
     if isinstance(output, torch.Tensor) and output.ndim == 2:
         return int(output.shape[1])
     return None
@@ -79,18 +80,10 @@ def check_tensors(meta_path, weights, spec, expected):
                          f"({need.dtype}).")
 
 
-def _shape_leaves(shape):
-    """The per-input shapes of a sample shape, in order."""
-    if isinstance(shape, dict):
-        return [leaf for value in shape.values() for leaf in _shape_leaves(value)]
-    return [shape]
-
-
 def _output_of(module, x):
     """The module's output for ``x`` as skorch's ``infer`` calls it (a dict as keywords)."""
     with torch.no_grad():
-        out = module(**x) if isinstance(x, dict) else module(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
+        return first_output(call_module(module, x))
 
 
 class Probes:
@@ -118,7 +111,7 @@ class Probes:
         else:
             self.shape = fitted["sample_shape_"]
         self.field = "fitted.n_features_in_" if self.rows else "fitted.sample_shape_"
-        leaves = _shape_leaves(self.shape)
+        leaves = input_leaves(self.shape)
         if self.rows:
             self.combos = [(torch.float32,)]
         elif len(leaves) <= _MAX_MIXED_INPUTS:
@@ -137,13 +130,7 @@ class Probes:
     def build(self, dtypes, make):
         """The probe input: ``make(dims, dtype)`` for each input, in the shape's structure."""
         dtypes = iter(dtypes)
-
-        def one(shape):
-            if isinstance(shape, dict):
-                return {key: one(value) for key, value in shape.items()}
-            return make(shape, next(dtypes))
-
-        return one(self.shape)
+        return map_inputs(lambda dims: make(dims, next(dtypes)), self.shape)
 
     def _ordered(self):
         return ([self.working] if self.working else []) + [
