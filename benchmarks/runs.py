@@ -24,7 +24,6 @@ Scores on the test rows: log-loss (NLL) and accuracy, mean over seeds.
 import argparse
 import json
 import pathlib
-import tempfile
 import time
 import warnings
 
@@ -32,11 +31,9 @@ import numpy as np
 
 from sksnapshot import SnapshotEnsembleClassifier
 
-from ._common import quiet_process, run_tasks
-from ._data import make_net, scores
-from .quality import split
+from ._common import quiet_process, results_dir, run_tasks
+from ._data import make_net, scores, split
 
-RESULTS = pathlib.Path(__file__).parent / "results"
 TASKS = [("digits", "mlp", 0.05), ("mnist1d", "cnn", 0.1)]
 KS = [1, 2, 3, 5]
 N_DEEP = 5
@@ -164,15 +161,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run, to a temp dir")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
         settings = dict(tasks=[("digits", "mlp", 0.05)], ks=[1, 2], epochs=4, n_snapshots=2,
                         seeds=(0,), jobs=1, max_train=300)
-        out = pathlib.Path(args.out or tempfile.mkdtemp())
     else:
         settings = dict(jobs=args.jobs)
-        out = pathlib.Path(args.out) if args.out else RESULTS
+    out = results_dir(args.out, args.quick, "runs")
     start = time.perf_counter()
     table = run(**settings)
     seconds = time.perf_counter() - start
