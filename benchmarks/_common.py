@@ -168,6 +168,17 @@ def write_markdown(path, title, note, text, footer=None):
     path.write_text(page)
 
 
+def arg_parser(doc, quick_help):
+    """A benchmark's command line: its docstring's first line, ``--quick``
+    (``quick_help``) and ``--out`` (see :func:`results_dir`); add the rest."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="results folder (default: benchmarks/results, a temporary "
+                             "one with --quick)")
+    return parser
+
+
 def table_main(argv, doc, name, title, compute, quick_help, seeds=None, threads=2):
     """The command line of a one-table benchmark (``python -m benchmarks.NAME``).
 

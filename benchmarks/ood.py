@@ -27,10 +27,8 @@ validation rows and by test-time cross-validation (their protocol).
     python -m benchmarks.ood --quick   # a smoke run (seconds), written to a temp dir
 """
 
-import argparse
 import functools
 import json
-import pathlib
 import time
 
 import numpy as np
@@ -41,7 +39,7 @@ from sklearn.model_selection import train_test_split
 from sksnapshot import SnapshotEnsembleClassifier
 from sksnapshot.metrics import negative_log_likelihood, uncertainty_decomposition
 
-from ._common import quiet_process, results_dir, run_note, run_tasks, write_markdown
+from ._common import arg_parser, quiet_process, results_dir, run_note, run_tasks, write_markdown
 from ._data import (
     calibrated_log_loss,
     calibrated_log_loss_cv,
@@ -333,14 +331,11 @@ def _jsonable(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: digits only, 2 epochs, 1 seed, 2 nets; temp dir")
+    parser = arg_parser(__doc__, "smoke run: digits only, 2 epochs, 1 seed, 2 nets; temp dir")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2,
                         help="worker processes (each with 1 torch thread)")
-    parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     quiet_process(THREADS)
     out = results_dir(args.out, args.quick, "ood")

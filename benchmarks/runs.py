@@ -21,9 +21,7 @@ Scores on the test rows: log-loss (NLL) and accuracy, mean over seeds.
     python -m benchmarks.runs --quick   # a smoke run, written to a temp dir
 """
 
-import argparse
 import json
-import pathlib
 import time
 import warnings
 
@@ -31,7 +29,7 @@ import numpy as np
 
 from sksnapshot import SnapshotEnsembleClassifier
 
-from ._common import quiet_process, results_dir, run_tasks
+from ._common import arg_parser, quiet_process, results_dir, run_tasks
 from ._data import make_net, scores, split
 
 TASKS = [("digits", "mlp", 0.05), ("mnist1d", "cnn", 0.1)]
@@ -158,10 +156,8 @@ def markdown(table, epochs, n_snapshots, seeds, jobs, seconds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run, to a temp dir")
+    parser = arg_parser(__doc__, "tiny smoke run, to a temp dir")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
         settings = dict(tasks=[("digits", "mlp", 0.05)], ks=[1, 2], epochs=4, n_snapshots=2,

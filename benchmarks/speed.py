@@ -16,7 +16,6 @@ the peak RSS of a fit with 10 snapshots against a plain skorch fit (subprocesses
     python -m benchmarks.speed --quick    # a smoke run (< 1 min), written to a temp dir
 """
 
-import argparse
 import copy
 import gc
 import json
@@ -38,7 +37,7 @@ from sksnapshot._callbacks import copy_state_dict
 from sksnapshot._loader import batch_loader
 from sksnapshot.schedules import cosine_annealing_lr, snapshot_iterations
 
-from ._common import quiet_process, results_dir, run_note, write_markdown
+from ._common import arg_parser, quiet_process, results_dir, run_note, write_markdown
 from ._data import LOADERS, CNN1d, make_net
 
 THREADS = 1
@@ -446,13 +445,10 @@ def run(cfg, print_fn=print, start=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: tiny settings, results to a temp dir")
+    parser = arg_parser(__doc__, "smoke run: tiny settings, results to a temp dir")
     parser.add_argument("--pairs", type=int, default=21)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     quiet_process(THREADS, ignore=(UserWarning,))
     out = results_dir(args.out, args.quick, "speed")
