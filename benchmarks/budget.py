@@ -43,8 +43,7 @@ import torch
 from sksnapshot import SnapshotEnsembleClassifier
 
 from ._common import nanmean, quiet_process, results_dir, run_note, run_tasks, write_markdown
-from ._data import make_net, scores
-from .quality import split
+from ._data import make_net, scores_or_nan, split
 
 DEFAULT = "default (n_snapshots='auto')"
 # label: estimator settings besides the net (validation rows always given).
@@ -71,13 +70,6 @@ def _failed(method):
             "seconds": float("nan")}
 
 
-def _scores(y_test, proba):
-    proba = np.asarray(proba, dtype=np.float64)
-    if not np.all(np.isfinite(proba)):  # a net that diverged: counted, not averaged
-        return dict.fromkeys(("nll", "accuracy"), float("nan"))
-    return scores(y_test, proba)
-
-
 def _fit(data, model, lr, batch_size, epochs, seed, method, max_train):
     try:
         return _fit_scored(data, model, lr, batch_size, epochs, seed, method, max_train)
@@ -99,7 +91,7 @@ def _fit_scored(data, model, lr, batch_size, epochs, seed, method, max_train):
             if X_fit.ndim == 2:
                 sizes["module__n_features"] = X_fit.shape[1]
             net.set_params(**sizes).fit(X_fit, y_fit)
-            return {"plain skorch net": _scores(y_test, net.predict_proba(X_test)),
+            return {"plain skorch net": scores_or_nan(y_test, net.predict_proba(X_test)),
                     "seconds": time.perf_counter() - start}
         if method == "single":
             # Fitted with the validation rows, as the default is: the same batches and
@@ -107,15 +99,15 @@ def _fit_scored(data, model, lr, batch_size, epochs, seed, method, max_train):
             clf = SnapshotEnsembleClassifier(net, n_snapshots=1, weighting="uniform",
                                              calibration=None, random_state=seed)
             clf.fit(X_fit, y_fit, X_valid=X_val, y_valid=y_val)
-            raw = _scores(y_test, clf.predict_proba(X_test))
+            raw = scores_or_nan(y_test, clf.predict_proba(X_test))
             clf.set_params(calibration="auto").select(X_val, y_val)
             return {"single net": raw,
-                    "single net + temperature": _scores(y_test, clf.predict_proba(X_test)),
+                    "single net + temperature": scores_or_nan(y_test, clf.predict_proba(X_test)),
                     "seconds": time.perf_counter() - start}
         clf = SnapshotEnsembleClassifier(net, random_state=seed, **METHODS[method])
         clf.fit(X_fit, y_fit, X_valid=X_val, y_valid=y_val)
     # The snapshots' own validation log-loss, to study what foretells a loss.
-    return {method: {**_scores(y_test, clf.predict_proba(X_test)),
+    return {method: {**scores_or_nan(y_test, clf.predict_proba(X_test)),
                      "snapshot_valid_nll": clf.validation_scores_["log_loss"].tolist(),
                      "snapshot_epochs": list(clf.snapshot_epochs_)},
             "seconds": time.perf_counter() - start}

@@ -20,7 +20,10 @@ from torch.func import functional_call
 from sksnapshot import SnapshotEnsembleClassifier
 
 from ._common import RESULTS
-from .speed import _net
+from ._data import make_net
+
+# module name in the table -> kind of benchmarks._data.NETS
+KINDS = {"MLP 512-512": "mlp", "CNN1d": "cnn"}
 
 
 def _median_ms(fn, rounds):
@@ -39,7 +42,7 @@ def measure(module_name, n_rows, m, rounds=30, seed=0):
     rng = np.random.RandomState(seed)
     X = rng.randn(2048, 40).astype(np.float32)
     y = rng.randint(0, 10, 2048)
-    net = _net(module_name, max_epochs=m, lr=0.05).set_params(device="cuda")
+    net = make_net(KINDS[module_name], max_epochs=m, lr=0.05, device="cuda")
     clf = SnapshotEnsembleClassifier(net, n_snapshots=m, validation_fraction=0,
                                      selection="all", weighting="uniform",
                                      random_state=seed).fit(X, y)
@@ -71,7 +74,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.device_transfer needs a CUDA GPU.")
-    rows = [measure(name, n, m, args.rounds) for name in ("MLP 512-512", "CNN1d")
+    rows = [measure(name, n, m, args.rounds) for name in KINDS
             for n in (256, 4096) for m in (1, 5)]
     lines = [
         f"# Per-call transfer of the members to the GPU\n\n`python -m benchmarks.device_transfer`"

@@ -45,14 +45,12 @@ import time
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
-from skorch import NeuralNetClassifier
 from torch import nn
 
 from sksnapshot import SnapshotEnsembleClassifier
 
 from ._common import (
     config_tasks,
-    fit_val_test_split,
     mean_std,
     method_table,
     quiet_process,
@@ -60,7 +58,7 @@ from ._common import (
     run_tasks,
     write_markdown,
 )
-from ._data import IMAGE_LOADERS, scores
+from ._data import IMAGE_LOADERS, make_net, scores_or_nan, split
 
 SINGLE = "single net (1 cosine cycle)"
 DEFAULT = "sksnapshot default (5 snapshots): all / shrink + temperature"
@@ -147,33 +145,17 @@ class SmallResNet(nn.Module):
 MODULES = {"cnn": SmallCNN, "resnet": SmallResNet}
 
 
-def make_net(model, max_epochs, lr, device="cpu"):
-    """The skorch net every sksnapshot row trains (an uninitialised template)."""
-    return NeuralNetClassifier(
-        MODULES[model], criterion=nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
-        optimizer__momentum=0.9, optimizer__nesterov=True,
-        optimizer__weight_decay=WEIGHT_DECAY, lr=lr, max_epochs=max_epochs,
-        batch_size=BATCH_SIZE, iterator_train__shuffle=True, train_split=None, verbose=0,
-        device=device)
-
-
-# -- data -----------------------------------------------------------------------------
-def split(name, seed, max_train=None):
-    """Training images split 90 / 10 (per seed) into fit and validation rows, and the test rows."""
-    return fit_val_test_split(IMAGE_LOADERS[name], seed, max_train)
+def image_net(model, max_epochs, lr, device="cpu"):
+    """The skorch net every sksnapshot row trains: :func:`benchmarks._data.make_net`
+    with a module of :data:`MODULES` and weight decay."""
+    return make_net(MODULES[model], max_epochs, lr, BATCH_SIZE,
+                    optimizer__weight_decay=WEIGHT_DECAY, device=device)
 
 
 def init_seed(random_state):
     """The torch seed under which an estimator with ``random_state`` (an int) and
     ``validation_fraction=0`` initialises its module: the first draw of its RandomState."""
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
-def _score(y_test, proba):
-    if proba is None or not np.all(np.isfinite(proba)):  # diverged: NaN, not a crash
-        return dict.fromkeys(METRICS, float("nan"))
-    s = scores(y_test, proba)
-    return {k: s[k] for k in METRICS}
 
 
 def _sync(device):
@@ -206,7 +188,7 @@ def _task_single(data, model, lr, epochs, seed, member, device, max_train):
     """Member ``member`` of the deep ensemble; member 0 is the single-net row."""
     X_fit, y_fit, _, _, X_test, y_test = split(data, seed, max_train)
     clf = SnapshotEnsembleClassifier(
-        make_net(model, epochs, lr, device), n_snapshots=1, validation_fraction=0.0,
+        image_net(model, epochs, lr, device), n_snapshots=1, validation_fraction=0.0,
         selection="all", weighting="uniform", random_state=seed + 1000 * member)
     seconds = _fit_timed(clf, X_fit, y_fit, device)
     try:
@@ -220,7 +202,7 @@ def _task_snapshots(data, model, lr, epochs, seed, device, max_train, n_snapshot
     """One 5-cycle fit (same seed, hence initial weights, as the single net); two selections."""
     X_fit, y_fit, X_val, y_val, X_test, y_test = split(data, seed, max_train)
     clf = SnapshotEnsembleClassifier(
-        make_net(model, epochs, lr, device), n_snapshots=n_snapshots,
+        image_net(model, epochs, lr, device), n_snapshots=n_snapshots,
         validation_fraction=0.0, selection="all", weighting="uniform", random_state=seed)
     seconds = _fit_timed(clf, X_fit, y_fit, device)
     out = {}
@@ -233,7 +215,7 @@ def _task_snapshots(data, model, lr, epochs, seed, device, max_train, n_snapshot
             proba = clf.predict_proba(X_test)
         except ValueError:  # NaN outputs of a diverged run
             proba = None
-        out[label] = {**_score(y_test, proba), "seconds": seconds,
+        out[label] = {**scores_or_nan(y_test, proba, METRICS), "seconds": seconds,
                       "members": len(clf.members_) if proba is not None else float("nan")}
     return out
 
@@ -267,7 +249,7 @@ def _task_torchensemble(data, model, lr, epochs, seed, device, max_train, n_snap
         with torch.no_grad():
             proba = np.concatenate([te.predict(torch.as_tensor(X_test[i:i + 1000])).numpy()
                                     for i in range(0, len(X_test), 1000)])
-        return {**_score(y_test, proba), "seconds": seconds,
+        return {**scores_or_nan(y_test, proba, METRICS), "seconds": seconds,
                 "members": len(te.estimators_), "error": None}
     except Exception as exc:  # record the exact error instead of numbers
         return {**dict.fromkeys(METRICS, float("nan")), "seconds": float("nan"),
@@ -302,7 +284,7 @@ def run(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, device="cpu", job
             common = (data, model, lr, epochs, seed)
             y_test = split(data, seed, max_train)[-1]
             members = [results[(*common, "single", m)] for m in range(n_deep)]
-            table[SINGLE].append({**_score(y_test, members[0]["proba"]),
+            table[SINGLE].append({**scores_or_nan(y_test, members[0]["proba"], METRICS),
                                   "seconds": members[0]["seconds"], "members": 1})
             snap = results[(*common, "snapshots")]
             for method in (DEFAULT, OPTIMIZE, PAPER):
@@ -313,7 +295,7 @@ def run(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, device="cpu", job
             table[TORCHENSEMBLE].append({k: v for k, v in te.items() if k != "error"})
             probas = [m["proba"] for m in members]
             deep = (None if any(p is None for p in probas) else np.mean(probas, axis=0))
-            table[DEEP].append({**_score(y_test, deep), "members": n_deep,
+            table[DEEP].append({**scores_or_nan(y_test, deep, METRICS), "members": n_deep,
                                 "seconds": float(sum(m["seconds"] for m in members))})
     return rows, errors
 

@@ -27,28 +27,27 @@ validation rows and by test-time cross-validation (their protocol).
     python -m benchmarks.ood --quick   # a smoke run (seconds), written to a temp dir
 """
 
-import argparse
 import functools
 import json
-import pathlib
 import time
 
 import numpy as np
 from sklearn.datasets import load_digits, make_classification
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 from sksnapshot import SnapshotEnsembleClassifier
 from sksnapshot.metrics import negative_log_likelihood, uncertainty_decomposition
 
-from ._common import quiet_process, results_dir, run_note, run_tasks, write_markdown
+from ._common import arg_parser, quiet_process, results_dir, run_note, run_tasks, write_markdown
 from ._data import (
     calibrated_log_loss,
     calibrated_log_loss_cv,
     deep_ensemble_equivalent,
     make_net,
     mnist1d,
+    split,
+    standardise,
 )
 
 THREADS = 1  # torch threads per worker process
@@ -79,11 +78,6 @@ REJECT = 0.1
 
 
 # -- data (offline) ---------------------------------------------------------------------
-def _scaled(X, X_test, *others):
-    scaler = StandardScaler().fit(X)
-    return [scaler.transform(a).astype(np.float32) for a in (X, X_test, *others)]
-
-
 @functools.cache
 def load_task(name):
     """``X, y, X_test, y_test, {ood name: X_ood}``, standardised with the training rows."""
@@ -101,7 +95,7 @@ def load_task(name):
     if name == "mnist1d":
         data = mnist1d()
         X, X_test = data["x"], data["x_test"]
-        X, X_test, X_rev, X_off, X_big = _scaled(X, X_test, X_test[:, ::-1], X_test + 1.5,
+        X, X_test, X_rev, X_off, X_big = standardise(X, X_test, X_test[:, ::-1], X_test + 1.5,
                                                  2.0 * X_test)
         return (X, data["y"], X_test, data["y_test"],
                 {"time-reversed": X_rev, "offset +1.5": X_off, "scaled x2": X_big})
@@ -111,19 +105,14 @@ def load_task(name):
             n_clusters_per_class=2, class_sep=1.0, random_state=0)
         X, X_test, y, y_test = train_test_split(X, y, test_size=1000, random_state=0,
                                                 stratify=y)
-        X, X_test = _scaled(X, X_test)
+        X, X_test = standardise(X, X_test)
         return X, y, X_test, y_test, {"rows scaled x5": 5.0 * X_test}
     raise ValueError(f"unknown task {name!r}")
 
 
-def split(name, seed, max_train=None):
-    """Fit / validation rows (90 / 10, per seed), test rows and the OOD sets."""
-    X, y, X_test, y_test, ood = load_task(name)
-    if max_train is not None and max_train < len(X):
-        X, _, y, _ = train_test_split(X, y, train_size=max_train, random_state=0, stratify=y)
-    X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=0.1, random_state=seed,
-                                                  stratify=y)
-    return X_fit, y_fit, X_val, y_val, X_test, y_test, ood
+# task -> its loader, for :func:`benchmarks._data.split` (fit / validation rows, 90 / 10
+# per seed, test rows and the OOD sets).
+TASK_LOADERS = {name: functools.partial(load_task, name) for name in TASKS}
 
 
 # -- one fit per task ---------------------------------------------------------------------
@@ -134,7 +123,7 @@ def _fit_task(task, kind, seed, member, epochs, max_train):
     rows; "single": one cosine cycle, ``member`` k of the deep ensemble (k = 0
     is the single-net baseline).
     """
-    X_fit, y_fit, X_val, y_val, X_test, _, ood = split(task, seed, max_train)
+    X_fit, y_fit, X_val, y_val, X_test, _, ood = split(task, seed, max_train, TASK_LOADERS)
     n_snapshots = 5 if kind == "snapshot" else 1
     clf = SnapshotEnsembleClassifier(
         make_net("mlp", epochs, TASKS[task]), n_snapshots=n_snapshots, validation_fraction=0.0,
@@ -231,7 +220,7 @@ def run(tasks=tuple(TASKS), seeds=(0, 1, 2), epochs=30, n_deep=5, jobs=1, max_tr
     for task in tasks:
         ood_names = [name for t, name in OOD_SETS if t == task]
         for seed in seeds:
-            _, _, _, y_val, _, y_test, _ = split(task, seed, max_train)
+            _, _, _, y_val, _, y_test, _ = split(task, seed, max_train, TASK_LOADERS)
             task_fits = {"snapshot": fits[(task, seed, "snapshot", 0)],
                          "single": [fits[(task, seed, "single", m)] for m in range(n_deep)]}
             results[(task, seed)] = evaluate(task_fits, y_val, y_test, ood_names)
@@ -342,14 +331,11 @@ def _jsonable(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: digits only, 2 epochs, 1 seed, 2 nets; temp dir")
+    parser = arg_parser(__doc__, "smoke run: digits only, 2 epochs, 1 seed, 2 nets; temp dir")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2,
                         help="worker processes (each with 1 torch thread)")
-    parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     quiet_process(THREADS)
     out = results_dir(args.out, args.quick, "ood")

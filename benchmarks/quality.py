@@ -31,7 +31,6 @@ from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
 
 from ._common import (
     config_tasks,
-    fit_val_test_split,
     load_capped,
     mean_std,
     method_table,
@@ -45,10 +44,13 @@ from ._data import (
     LOADERS,
     calibrated_log_loss_cv,
     deep_ensemble_equivalent,
+    diverged,
     make_net,
     module_spec,
-    scores,
+    scores_or_nan,
+    split,
 )
+from ._data import QUALITY_CONFIGS as CONFIGS
 
 THREADS = 1  # torch threads per worker process
 
@@ -73,39 +75,15 @@ METHODS = [SINGLE, DEFAULT, *STRATEGIES, LINEAR, TORCHENSEMBLE, DEEP]
 CALIBRATED = (DEFAULT, PREVIOUS, LINEAR)  # the rows with a calibrated log-loss
 METRICS = ["accuracy", "nll", "brier", "ece"]
 
-# (data set, model, peak lr) of the main table.
-CONFIGS = [
-    ("mnist1d", "mlp", 0.1),
-    ("mnist1d", "cnn", 0.1),
-    ("digits", "mlp", 0.05),
-    ("mnist-5k", "mlp", 0.1),
-    ("synthetic-noisy", "mlp", 0.05),
-]
 SWEEP_DATA = ["mnist1d", "digits"]
 SWEEP_LRS = [0.01, 0.03, 0.1, 0.3]
 SWEEP_MS = [1, 3, 5, 10]
 SWEEP_EPOCHS = [20, 60]
 
 
-# -- data -----------------------------------------------------------------------
-def split(name, seed, max_train=None):
-    """Training rows split 90 / 10 into fit and validation rows (per seed), and the test rows."""
-    return fit_val_test_split(LOADERS[name], seed, max_train)
-
-
-def _proba_ok(proba):
-    return proba is not None and np.all(np.isfinite(proba))
-
-
-def _score(y_test, proba):
-    if not _proba_ok(proba):  # diverged: report NaN rather than crash
-        return dict.fromkeys(METRICS, float("nan"))
-    return scores(y_test, proba)
-
-
 def _cll(y_test, proba):
     """Calibrated test log-loss, temperature by test-time cross-validation; NaN if diverged."""
-    if not _proba_ok(proba):
+    if diverged(proba):
         return float("nan")
     return calibrated_log_loss_cv(proba, y_test)[0]
 
@@ -152,7 +130,7 @@ def _task_snapshots(data, model, lr, epochs, seed, schedule, max_train, n_snapsh
             proba = clf.predict_proba(X_test)
         except ValueError:  # NaN outputs of a diverged run
             proba = None
-        out[label] = {"scores": _score(y_test, proba), "seconds": seconds,
+        out[label] = {"scores": scores_or_nan(y_test, proba), "seconds": seconds,
                       "members": len(clf.members_) if proba is not None else float("nan")}
         if label in CALIBRATED:
             out[label]["proba"] = proba
@@ -167,8 +145,8 @@ def _task_default(data, model, lr, epochs, seed, max_train):
     clf.fit(X_fit, y_fit, X_valid=X_val, y_valid=y_val)
     seconds = time.perf_counter() - start
     proba = clf.predict_proba(X_test)
-    proba = proba if _proba_ok(proba) else None
-    return {DEFAULT: {"scores": _score(y_test, proba), "seconds": seconds,
+    proba = None if diverged(proba) else proba
+    return {DEFAULT: {"scores": scores_or_nan(y_test, proba), "seconds": seconds,
                       "members": len(clf.members_), "proba": proba}}
 
 
@@ -194,7 +172,7 @@ def _task_torchensemble(data, model, lr, epochs, seed, max_train, n_snapshots=5)
             te.fit(loader, epochs=epochs, log_interval=10**9, save_model=False)
         seconds = time.perf_counter() - start
         proba = te.predict(X_test).numpy()
-        return {"scores": _score(y_test, proba), "seconds": seconds,
+        return {"scores": scores_or_nan(y_test, proba), "seconds": seconds,
                 "members": len(te.estimators_), "error": None}
     except Exception as exc:  # record the exact error instead of numbers
         return {"scores": dict.fromkeys(METRICS, float("nan")), "seconds": float("nan"),
@@ -238,11 +216,11 @@ def run_main(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), n_deep=5, jobs=1, max_
             # deep-ensemble equivalent is read from (Ashukha et al., 2020).
             deep_clls = [_cll(y_test, np.mean([m["proba"] for m in members[:k]], axis=0))
                          for k in range(1, n_deep + 1)]
-            table[SINGLE].append({**_score(y_test, members[0]["proba"]),
+            table[SINGLE].append({**scores_or_nan(y_test, members[0]["proba"]),
                                   "seconds": members[0]["seconds"], "members": 1,
                                   "cll": deep_clls[0], "dee": 1.0})
             deep = np.mean([m["proba"] for m in members], axis=0)
-            table[DEEP].append({**_score(y_test, deep), "members": n_deep,
+            table[DEEP].append({**scores_or_nan(y_test, deep), "members": n_deep,
                                 "seconds": sum(m["seconds"] for m in members),
                                 "cll": deep_clls[-1], "dee": float(n_deep)})
             for kind in ("default", "cosine", "linear"):
@@ -360,10 +338,10 @@ def _task_sweep(data, epochs, lr, n_snapshots, seed, max_train):
     out = {"seconds": seconds, "snapshots": len(clf.snapshots_),
            "divergences": _n_divergences(clf)}
     uniform = clf.predict_proba(X_test)
-    out["uniform"] = _score(y_test, uniform)
+    out["uniform"] = scores_or_nan(y_test, uniform)
     try:
         clf.set_params(weighting="optimize").select(X_val, y_val)
-        out["optimize"] = _score(y_test, clf.predict_proba(X_test))
+        out["optimize"] = scores_or_nan(y_test, clf.predict_proba(X_test))
     except ValueError:
         out["optimize"] = dict.fromkeys(METRICS, float("nan"))
     return out
@@ -377,7 +355,7 @@ def _task_defaults(data, lr, n_snapshots, seed, max_train, max_epochs=None):
         net.set_params(max_epochs=max_epochs)
     clf = SnapshotEnsembleClassifier(net, n_snapshots=n_snapshots, random_state=seed)
     seconds = _fit_timed(clf, X, y)
-    return {"seconds": seconds, "scores": _score(y_test, clf.predict_proba(X_test)),
+    return {"seconds": seconds, "scores": scores_or_nan(y_test, clf.predict_proba(X_test)),
             "snapshots": len(clf.snapshots_)}
 
 

@@ -10,40 +10,13 @@ training rows' mean and deviation; metrics are reported in the original units.
 
 import numpy as np
 import torch
-from sklearn.datasets import load_diabetes
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
 
 from ._common import mean_std, table_main
-
-
-def diabetes():
-    X, y = load_diabetes(return_X_y=True)
-    return X, y
-
-
-def heteroscedastic(n=1000, seed=0):
-    """y = sin(2x) + x/2 with noise whose deviation grows with |x|."""
-    rng = np.random.RandomState(seed)
-    x = rng.uniform(-3, 3, size=(n, 1))
-    noise = rng.normal(scale=0.1 + 0.4 * np.abs(x[:, 0]))
-    return x, np.sin(2 * x[:, 0]) + x[:, 0] / 2 + noise
-
-
-DATASETS = {"diabetes": diabetes, "heteroscedastic": heteroscedastic}
-
-
-def evaluate(mean, std, y):
-    """RMSE, Gaussian NLL and the share of targets inside mean ± 2 std."""
-    rmse = float(np.sqrt(np.mean((mean - y) ** 2)))
-    if std is None or np.all(std == 0):
-        return rmse, float("nan"), float("nan")
-    var = np.maximum(std, 1e-9) ** 2
-    nll = float(np.mean(0.5 * np.log(2 * np.pi * var) + (y - mean) ** 2 / (2 * var)))
-    coverage = float(np.mean(np.abs(y - mean) <= 2 * std))
-    return rmse, nll, coverage
+from ._data import REGRESSION_DATASETS, regression_scores
 
 
 def run(epochs, seeds, n_snapshots=5, lr=0.01):
@@ -54,7 +27,7 @@ def run(epochs, seeds, n_snapshots=5, lr=0.01):
         f"snapshot ensemble ({n_snapshots}), Gaussian NLL": (True, n_snapshots),
     }
     rows = {}
-    for name, load in DATASETS.items():
+    for name, load in REGRESSION_DATASETS.items():
         X, y = load()
         for seed in seeds:
             X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3,
@@ -69,7 +42,7 @@ def run(epochs, seeds, n_snapshots=5, lr=0.01):
                 reg.fit(x_scaler.transform(X_train), (y_train - mu) / sigma)
                 mean, std = reg.predict(x_scaler.transform(X_test), return_std=True)
                 rows.setdefault((name, method), []).append(
-                    evaluate(mean * sigma + mu, std * sigma, y_test))
+                    regression_scores(mean * sigma + mu, std * sigma, y_test))
             print(f"done: {name}, seed {seed}", flush=True)
     return rows
 

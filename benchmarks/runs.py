@@ -21,10 +21,7 @@ Scores on the test rows: log-loss (NLL) and accuracy, mean over seeds.
     python -m benchmarks.runs --quick   # a smoke run, written to a temp dir
 """
 
-import argparse
 import json
-import pathlib
-import tempfile
 import time
 import warnings
 
@@ -32,11 +29,9 @@ import numpy as np
 
 from sksnapshot import SnapshotEnsembleClassifier
 
-from ._common import quiet_process, run_tasks
-from ._data import make_net, scores
-from .quality import split
+from ._common import arg_parser, quiet_process, results_dir, run_tasks
+from ._data import make_net, scores, split
 
-RESULTS = pathlib.Path(__file__).parent / "results"
 TASKS = [("digits", "mlp", 0.05), ("mnist1d", "cnn", 0.1)]
 KS = [1, 2, 3, 5]
 N_DEEP = 5
@@ -161,18 +156,15 @@ def markdown(table, epochs, n_snapshots, seeds, jobs, seconds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run, to a temp dir")
+    parser = arg_parser(__doc__, "tiny smoke run, to a temp dir")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
         settings = dict(tasks=[("digits", "mlp", 0.05)], ks=[1, 2], epochs=4, n_snapshots=2,
                         seeds=(0,), jobs=1, max_train=300)
-        out = pathlib.Path(args.out or tempfile.mkdtemp())
     else:
         settings = dict(jobs=args.jobs)
-        out = pathlib.Path(args.out) if args.out else RESULTS
+    out = results_dir(args.out, args.quick, "runs")
     start = time.perf_counter()
     table = run(**settings)
     seconds = time.perf_counter() - start

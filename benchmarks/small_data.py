@@ -33,9 +33,16 @@ from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
 from sksnapshot._calibration import apply_temperature, fit_temperature
 from sksnapshot.selection import optimize_weights, select_members, shrink_weights
 
-from . import quality
 from ._common import RESULTS, run_tasks
-from ._data import SMALL_TASKS, make_net, scores
+from ._data import (
+    QUALITY_CONFIGS,
+    REGRESSION_DATASETS,
+    SMALL_TASKS,
+    make_net,
+    regression_scores,
+    scores,
+    split,
+)
 
 BUDGETS = (50, 150)
 SEEDS = (0, 1, 2)
@@ -101,7 +108,7 @@ def quality_arrays(data, lr, epochs, seed):
     the other 10 % are the validation rows, the single net is ``n_snapshots=1``
     with the same seed.
     """
-    X_fit, y_fit, X_val, y_val, X_test, y_test = quality.split(data, seed)
+    X_fit, y_fit, X_val, y_val, X_test, y_test = split(data, seed)
     out = {"y_test": y_test, "y_val": y_val, "n_train": len(X_fit)}
     for name, m in (("single", 1), ("snap", N_SNAPSHOTS)):
         clf = SnapshotEnsembleClassifier(make_net("mlp", epochs, lr), n_snapshots=m,
@@ -416,10 +423,8 @@ def run_regression(seeds, epochs=100, print_fn=print):
     from sksnapshot._calibration import fit_variance_scale
     from sksnapshot.selection import select_regression_members
 
-    from . import regression
-
     records = []
-    for name, load in regression.DATASETS.items():
+    for name, load in REGRESSION_DATASETS.items():
         X, y = load()
         for gaussian in (False, True):
             for seed in seeds:
@@ -449,7 +454,7 @@ def run_regression(seeds, epochs=100, print_fn=print):
                 for label, ((means, variances), idx, w, s) in cases.items():
                     mean, var = _moments(means, variances, idx, w)
                     std = np.sqrt(s * var)[:, 0] * sigma
-                    rmse, nll, cov = regression.evaluate(mean[:, 0] * sigma + mu, std, y_te)
+                    rmse, nll, cov = regression_scores(mean[:, 0] * sigma + mu, std, y_te)
                     records.append({"task": name, "gaussian": gaussian, "seed": seed,
                                     "method": label, "rmse": rmse, "nll": nll,
                                     "coverage": cov, "scale": s})
@@ -567,7 +572,7 @@ def main(argv=None):
         (RESULTS / "small_data_raw.json").write_text(json.dumps(records))
         print(tables([r for r in records if r["method"] not in SENSITIVITY_RULES]))
     if args.part in ("quality", "all"):
-        tasks = [("quality", data, lr) for data, model, lr in quality.CONFIGS if model == "mlp"]
+        tasks = [("quality", data, lr) for data, model, lr in QUALITY_CONFIGS if model == "mlp"]
         records = run(tasks, (40,), range(args.quality_seeds), rules=QUALITY_RULES,
                       cache=args.cache)
         (RESULTS / "small_data_quality_raw.json").write_text(json.dumps(records))

@@ -16,7 +16,6 @@ the peak RSS of a fit with 10 snapshots against a plain skorch fit (subprocesses
     python -m benchmarks.speed --quick    # a smoke run (< 1 min), written to a temp dir
 """
 
-import argparse
 import copy
 import gc
 import json
@@ -29,7 +28,6 @@ import warnings
 
 import numpy as np
 import torch
-from skorch import NeuralNetClassifier
 from skorch.callbacks import LRScheduler
 from torch.func import functional_call
 from torch.optim.lr_scheduler import CosineAnnealingLR
@@ -39,8 +37,8 @@ from sksnapshot._callbacks import copy_state_dict
 from sksnapshot._loader import batch_loader
 from sksnapshot.schedules import cosine_annealing_lr, snapshot_iterations
 
-from ._common import quiet_process, results_dir, run_note, write_markdown
-from ._data import LOADERS, CNN1d
+from ._common import arg_parser, quiet_process, results_dir, run_note, write_markdown
+from ._data import LOADERS, CNN1d, make_net
 
 THREADS = 1
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -54,21 +52,20 @@ MODULES = {
 }
 
 
-def _net(module_name, max_epochs, lr=0.1, callbacks=None, **extra):
+def _net(module_name, max_epochs, lr=0.1, **extra):
+    """:func:`benchmarks._data.make_net` with a module of MODULES (``extra``: more
+    module settings)."""
     module, kwargs = MODULES[module_name]
-    return NeuralNetClassifier(
-        module, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
-        optimizer__momentum=0.9, optimizer__nesterov=True, lr=lr, max_epochs=max_epochs,
-        batch_size=128, iterator_train__shuffle=True, train_split=None, verbose=0,
-        callbacks=callbacks, **{f"module__{k}": v for k, v in {**kwargs, **extra}.items()})
+    return make_net(module, max_epochs, lr,
+                    **{f"module__{k}": v for k, v in {**kwargs, **extra}.items()})
 
 
 def plain_net(module_name, max_epochs, n_rows, n_features, n_classes, lr=0.1, batch_size=128):
     """The plain skorch net: cosine annealing to 0 over all batches with skorch's LRScheduler."""
     n_iter = max_epochs * int(np.ceil(n_rows / batch_size))
     scheduler = LRScheduler(CosineAnnealingLR, T_max=n_iter, step_every="batch")
-    return _net(module_name, max_epochs, lr, callbacks=[("lr_scheduler", scheduler)],
-                n_features=n_features, n_classes=n_classes)
+    return _net(module_name, max_epochs, lr, n_features=n_features,
+                n_classes=n_classes).set_params(callbacks=[("lr_scheduler", scheduler)])
 
 
 def skorch_floor_net(module_name, max_epochs, n_features, n_classes, lr=0.1):
@@ -448,13 +445,10 @@ def run(cfg, print_fn=print, start=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: tiny settings, results to a temp dir")
+    parser = arg_parser(__doc__, "smoke run: tiny settings, results to a temp dir")
     parser.add_argument("--pairs", type=int, default=21)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args(argv)
     quiet_process(THREADS, ignore=(UserWarning,))
     out = results_dir(args.out, args.quick, "speed")

@@ -154,16 +154,17 @@ def test_images_rows_start_from_the_same_weights():
     from skorch.callbacks import Callback
 
     from benchmarks import images
+    from benchmarks._data import split
     from sksnapshot import SnapshotEnsembleClassifier
 
     class RecordStart(Callback):
         def on_train_begin(self, net, **kwargs):
             self.state_ = {k: v.clone() for k, v in net.module_.state_dict().items()}
 
-    X, y, *_ = images.split("digits-8x8", seed=1, max_train=100)
+    X, y, *_ = split("digits-8x8", seed=1, max_train=100)
     starts = []
     for n_snapshots in (1, 5):
-        net = images.make_net("cnn", max_epochs=5, lr=0.1).set_params(
+        net = images.image_net("cnn", max_epochs=5, lr=0.1).set_params(
             callbacks=[("start", RecordStart())])
         clf = SnapshotEnsembleClassifier(net, n_snapshots=n_snapshots, validation_fraction=0.0,
                                          random_state=1).fit(X, y)
@@ -223,7 +224,7 @@ def test_ood_tables(tmp_path):
 
 
 def test_deep_ensemble_equivalent_interpolates():
-    from benchmarks._data import calibrated_log_loss, deep_ensemble_equivalent
+    from benchmarks._data import calibrated_log_loss, deep_ensemble_equivalent, scores
 
     curve = [1.0, 0.8, 0.7, 0.65]
     assert deep_ensemble_equivalent(0.9, curve) == 1.5
@@ -235,7 +236,7 @@ def test_deep_ensemble_equivalent_interpolates():
     proba = rng.dirichlet(np.full(3, 0.2), size=300)
     y = rng.randint(0, 3, size=300)
     nll, t = calibrated_log_loss(proba, y, proba, y)
-    assert t > 1 and nll < quality.scores(y, proba)["nll"]
+    assert t > 1 and nll < scores(y, proba)["nll"]
 
 
 def test_runs_quick_table(tmp_path):
