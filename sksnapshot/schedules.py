@@ -306,7 +306,8 @@ def linear_snapshot_iterations(n_iter, n_cycles, warmup=0.5):
 # n_snapshots="auto": the most cycles planned after the cut (Huang et al. found 4-8
 # snapshots best), and how the validation curve must look for the cut.
 AUTO_MAX_CYCLES = 5
-AUTO_PATIENCE = 3  # epochs without improvement that make a plateau
+AUTO_PATIENCE = 3  # at least this many epochs without improvement make a plateau...
+AUTO_PATIENCE_SHARE = 0.5  # ...and at least this share of the epochs so far (noisy curves)
 AUTO_TOLERANCE = 0.01  # improvement below this share of the best loss does not count
 # A restart whose snapshot's validation loss exceeds this multiple of the best earlier
 # snapshot's left its basin (overfitting alone raised it by up to ~1.3x, collapses 1.3-4.4x
@@ -314,12 +315,16 @@ AUTO_TOLERANCE = 0.01  # improvement below this share of the best loss does not 
 AUTO_COLLAPSE_FACTOR = 1.5
 
 
-def plateau_epoch(valid_losses, n_epochs, patience=AUTO_PATIENCE, tol=AUTO_TOLERANCE):
+def plateau_epoch(valid_losses, n_epochs, patience=AUTO_PATIENCE, tol=AUTO_TOLERANCE,
+                  share=AUTO_PATIENCE_SHARE):
     """Whether the validation curve so far says: cut the first cycle here.
 
     ``valid_losses`` are the validation losses of the epochs so far (one per
-    epoch, oldest first). A plateau is ``patience`` epochs whose best loss is
-    not ``tol`` (a share) below the best loss before them. A cut is allowed
+    epoch, oldest first). A plateau is a window of recent epochs whose best
+    loss is not ``tol`` (a share of its magnitude) below the best loss before
+    them; the window is ``patience`` epochs, or ``share`` of the epochs so far
+    if that is more, so that a lucky low value on a few noisy validation rows
+    does not pass for convergence while the net is still learning. A cut is allowed
     only while at least two cycles as long as the epochs so far still fit in
     the ``n_epochs`` budget, so the restarts that follow have had as long to
     converge as the first cycle had.
@@ -335,11 +340,12 @@ def plateau_epoch(valid_losses, n_epochs, patience=AUTO_PATIENCE, tol=AUTO_TOLER
     """
     losses = np.asarray(valid_losses, dtype=np.float64)
     epoch = len(losses)
-    if epoch <= patience or 3 * epoch > n_epochs or not np.all(np.isfinite(losses)):
+    window = max(patience, math.ceil(share * epoch))
+    if epoch <= window or 3 * epoch > n_epochs or not np.all(np.isfinite(losses)):
         return False
-    best = losses[:-patience].min()
+    best = losses[:-window].min()
     # The share is of the loss's magnitude: a Gaussian NLL can be negative.
-    return bool(losses[-patience:].min() > best - tol * abs(best))
+    return bool(losses[-window:].min() > best - tol * abs(best))
 
 
 def auto_cycle_bounds(n_epochs, cut_epoch, n_batches, max_cycles=AUTO_MAX_CYCLES):

@@ -60,6 +60,10 @@ def batch_lrs(clf):
     ([1.0, 0.5, 0.5, 0.5, 0.5], 14, False),          # no room for two more 5-epoch cycles
     ([1.0, 0.5, 0.5], 30, False),                    # too few epochs to tell
     ([1.0, 0.5, np.nan, 0.5, 0.5], 30, False),       # a non-finite loss decides nothing
+    # Still learning, with one lucky low value on noisy rows: the window grows with the
+    # epochs (half of them), so three epochs without a new best are no plateau yet.
+    ([2.0, 1.8, 1.6, 1.4, 1.2, 1.0, 0.74, 0.79, 0.75, 0.87], 80, False),
+    ([2.0, 1.0, 0.7, 0.74, 0.79, 0.75, 0.87, 0.8, 0.75, 0.72], 80, True),
     ([-1.0, -2.0, -2.0, -2.0, -2.0], 30, True),      # negative losses (Gaussian NLL)
     ([-1.0, -2.0, -2.0, -2.0, -2.1], 30, False),
 ])
