@@ -10,6 +10,7 @@ from skorch import NeuralNetClassifier
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import apply_temperature, fit_temperature
+from ._export import to_torch_module
 from ._modules import MLPModule
 from ._selection import disagreement_matrix, member_scores, select_members
 from .metrics import uncertainty_decomposition
@@ -471,3 +472,35 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         result = Bunch(**{name: out[:, i] for i, name in enumerate(names)})
         result.proba = _normalise(out[:, len(names):])
         return result
+
+    def to_torch(self):
+        """The fitted ensemble as one plain :class:`torch.nn.Module`, for serving.
+
+        Its ``forward`` takes a batch of inputs as the module takes them (a
+        float32 tensor; the arrays of a dict ``X`` as keyword arguments) and
+        returns what :meth:`predict_proba` returns, as a tensor: the
+        members' probabilities (the net's ``predict_nonlinearity``) averaged
+        with ``weights_``, then scaled by ``temperature_``; with
+        ``combine="weights"`` one averaged model. It needs torch only, runs
+        on the CPU in eval mode, and traces with ``torch.export.export``
+        (dynamic batch size) and ``torch.onnx.export``.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            Independent of the estimator (copies of the members' weights).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from sklearn.datasets import load_iris
+        >>> from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
+        >>> X, y = load_iris(return_X_y=True)
+        >>> X = ((X - X.mean(0)) / X.std(0)).astype("float32")
+        >>> net = default_classifier_net().set_params(max_epochs=4)
+        >>> clf = SnapshotEnsembleClassifier(net, n_snapshots=2, random_state=0).fit(X, y)
+        >>> module = clf.to_torch()
+        >>> bool(np.allclose(module(torch.from_numpy(X)), clf.predict_proba(X), atol=1e-5))
+        True
+        """
+        return to_torch_module(self)

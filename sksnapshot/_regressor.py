@@ -9,6 +9,7 @@ from skorch import NeuralNetRegressor
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import fit_variance_scale
+from ._export import to_torch_module
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._regression_selection import (
     REGRESSION_SELECTIONS,
@@ -309,3 +310,27 @@ feature_names_in_, sample_shape_
             for key in result:
                 result[key] = result[key][:, 0]
         return result
+
+    def to_torch(self, return_std=False):
+        """The fitted ensemble as one plain :class:`torch.nn.Module`, for serving.
+
+        Its ``forward`` takes a batch of inputs as the module takes them (a
+        float32 tensor; the arrays of a dict ``X`` as keyword arguments) and
+        returns what :meth:`predict` returns, as tensors: the members'
+        weighted mean, and with ``return_std=True`` also the standard
+        deviation (the members' spread and, for mean-variance members, their
+        variances, times ``variance_scale_``). It needs torch only, runs on
+        the CPU in eval mode, and traces with ``torch.export.export``
+        (dynamic batch size) and ``torch.onnx.export``.
+
+        Parameters
+        ----------
+        return_std : bool, default=False
+            Return ``(mean, std)`` instead of the mean alone.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            Independent of the estimator (copies of the members' weights).
+        """
+        return to_torch_module(self, return_std=return_std)
