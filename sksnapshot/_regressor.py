@@ -9,6 +9,7 @@ from skorch import NeuralNetRegressor
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import fit_variance_scale
+from ._distill import distill_ensemble
 from ._export import to_torch_module
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._regression_selection import (
@@ -334,3 +335,37 @@ feature_names_in_, sample_shape_
             Independent of the estimator (copies of the members' weights).
         """
         return to_torch_module(self, return_std=return_std)
+
+    def distill(self, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
+                init="scratch", max_epochs=None, patience=5, random_state=None):
+        """Train one net to predict what the ensemble predicts: one forward pass per row.
+
+        The student is the ensemble's net (built from ``net`` as ``fit``
+        builds it), trained with skorch to match the ensemble's predictive
+        distribution: the mean of :meth:`predict` (squared error), and for
+        mean-variance members also its calibrated variance (the
+        Kullback-Leibler divergence between the Gaussians). One cosine decay
+        of the learning rate over ``max_epochs``, stopped early (skorch's
+        ``EarlyStopping``, best weights kept) on held-out rows, on which the
+        student's own ``variance_scale_`` is then fitted. A student of
+        squared-error members has one member and so no spread: its
+        ``return_std`` is zero.
+
+        Parameters
+        ----------
+        X, X_valid, validation_fraction, init, max_epochs, patience, random_state
+            As for :meth:`SnapshotEnsembleClassifier.distill`.
+        y_valid : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+            Targets of ``X_valid``: the variance scale is then fitted to them
+            (as ``fit`` does), not to the ensemble's predictions.
+
+        Returns
+        -------
+        student : SnapshotEnsembleRegressor
+            Fitted, with one member and ``n_snapshots=1``: it predicts, saves
+            and exports like any fitted ensemble.
+        """
+        return distill_ensemble(self, X, X_valid=X_valid, y_valid=y_valid,
+                                validation_fraction=validation_fraction, init=init,
+                                max_epochs=max_epochs, patience=patience,
+                                random_state=random_state)
