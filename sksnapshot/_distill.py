@@ -200,11 +200,10 @@ def _calibrate(student, X_valid, t_valid, y_valid):
     Against the labels ``y_valid`` where given, as ``fit`` calibrates;
     otherwise against the ensemble's predictions ``t_valid`` (soft targets).
     """
-    attribute = student._calibration_attribute
+    # 1.0 without rows or calibration; else the uncalibrated predictions come first.
+    setattr(student, student._calibration_attribute, 1.0)
     if X_valid is None or student._calibration() is None:
-        setattr(student, attribute, 1.0)
         return
-    setattr(student, attribute, 1.0)  # the uncalibrated student's predictions first
     if hasattr(student, "classes_"):
         log_p = np.log(np.maximum(student.predict_proba(X_valid), 1e-300))
         target = student._encode_targets(y_valid) if y_valid is not None else t_valid
@@ -255,7 +254,8 @@ def distill_ensemble(estimator, X, *, X_valid=None, y_valid=None, validation_fra
     net = build_net(estimator, data_kwargs, estimator.sample_shape_)
     if "n_classes" in data_kwargs and getattr(net, "classes", ()) is None:
         net.set_params(classes=np.arange(data_kwargs["n_classes"]))
-    net.set_params(verbose=0, train_split=None)
+    max_epochs = net.max_epochs if max_epochs is None else max_epochs
+    net.set_params(verbose=0, train_split=None, max_epochs=max_epochs)  # what the student ran
 
     # In-memory rows: the ensemble's predictions once. A Dataset: the teacher on each batch.
     dataset = is_dataset(X)
@@ -271,7 +271,6 @@ def distill_ensemble(estimator, X, *, X_valid=None, y_valid=None, validation_fra
         t_valid = _targets(estimator, valid[0]) if dataset else targets[valid_idx]
     teacher = _Teacher(estimator, net.device or "cpu") if dataset else None
 
-    max_epochs = net.max_epochs if max_epochs is None else max_epochs
     with torch_seed(seed):
         net.initialize()
         if init == "snapshot":  # the heaviest member, or the averaged model
