@@ -115,11 +115,29 @@ def task(data, model, lr, epochs, seed, max_train):
     return out
 
 
-def run(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), jobs=1, max_train=None):
-    """``{(data, model, lr): {method: [record per seed]}}``."""
+def run(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), jobs=1, max_train=None, partial=None,
+        fit=True):
+    """``{(data, model, lr): {method: [record per seed]}}``.
+
+    With ``partial`` (a path), every finished task is appended to that JSON
+    file as it ends, and tasks already in it are not run again: a crash or
+    Ctrl-C loses nothing. ``fit=False`` runs nothing: the tasks of the file
+    only, configs with every seed done.
+    """
+    done = {}
+    if partial is not None and partial.exists():
+        done = {tuple(key): value for key, value in json.loads(partial.read_text())}
     tasks = [((data, model, lr, seed), task, (data, model, lr, epochs, seed, max_train))
-             for data, model, lr in configs for seed in seeds]
-    results = dict(run_tasks(tasks, jobs, THREADS, "distill"))
+             for data, model, lr in configs for seed in seeds
+             if (data, model, lr, seed) not in done]
+    results = dict(done)
+    if not fit:
+        configs = [c for c in configs if all((*c, seed) in done for seed in seeds)]
+        tasks = []
+    for key, value in run_tasks(tasks, jobs, THREADS, "distill"):
+        results[key] = value
+        if partial is not None:
+            partial.write_text(json.dumps([[list(k), v] for k, v in results.items()]))
     return {(data, model, lr): {m: [results[(data, model, lr, s)][m] for s in seeds]
                                 for m in METHODS}
             for data, model, lr in configs}
@@ -188,15 +206,18 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=pathlib.Path, default=None)
+    parser.add_argument("--partial", action="store_true",
+                        help="tables of the tasks an unfinished run saved; fit nothing")
     args = parser.parse_args(argv)
     configs, seeds, epochs, max_train = CONFIGS, tuple(range(args.seeds)), args.epochs, None
     if args.quick:
         configs, seeds, epochs, max_train = [CONFIGS[2], CONFIGS[5]], (0,), 3, 300
     start = time.perf_counter()
-    rows = run(configs, epochs, seeds, args.jobs, max_train)
+    out = results_dir(args.out, args.quick, "distill")
+    partial = out / f"distill_partial_{epochs}_{len(seeds)}.json"
+    rows = run(configs, epochs, seeds, args.jobs, max_train, partial, fit=not args.partial)
     text = table(rows, epochs, seeds, args.jobs)
     print(text)
-    out = results_dir(args.out, args.quick, "distill")
     command = "python -m benchmarks.distill" + (" --quick" if args.quick else "") + \
         f" --jobs {args.jobs}"
     write_markdown(out / "distill.md", "Distillation: one student net vs the single net and "
@@ -205,6 +226,8 @@ def main(argv=None):
            for (d, m, lr), methods in rows.items() for method, records in methods.items()
            for s, r in zip(seeds, records)]
     (out / "distill_raw.json").write_text(json.dumps(raw, indent=1))
+    if not args.partial:
+        partial.unlink()
     return rows
 
 
