@@ -21,6 +21,7 @@ ensemble)``.
 
     python -m benchmarks.distill --jobs 1          # 3 seeds, 40 epochs; results/distill.md
     python -m benchmarks.distill --quick           # a smoke run (< 1 min), to a temp dir
+    python -m benchmarks.distill --redraw          # the tables again from distill_raw.json
 """
 
 import argparse
@@ -34,6 +35,7 @@ import numpy as np
 from sksnapshot import SnapshotEnsembleClassifier
 
 from ._common import (
+    RESULTS,
     fit_val_test_split,
     mean_std,
     nanmedian,
@@ -60,6 +62,7 @@ CONFIGS = [
     ("digits-8x8", "cnn2d", 0.1),
 ]
 THREADS = 1
+TITLE = "Distillation: one student net vs the single net and the ensemble"
 
 
 def _split(data, seed, max_train):
@@ -144,8 +147,19 @@ def run(configs=CONFIGS, epochs=40, seeds=(0, 1, 2), jobs=1, max_train=None, par
 
 
 def _gain_kept(single, ensemble, student):
+    """The share of the ensemble's NLL gain over the single net the student keeps (NaN: no gain)."""
     gain = single - ensemble
     return (single - student) / gain if gain > 0 else float("nan")
+
+
+def load_raw(path):
+    """The rows of a finished run's ``distill_raw.json``, and its seeds."""
+    rows = {}
+    raw = json.loads(path.read_text())
+    for r in raw:
+        methods = rows.setdefault((r["data"], r["model"], r["lr"]), {m: [] for m in METHODS})
+        methods[r["method"]].append(r)
+    return rows, sorted({r["seed"] for r in raw})
 
 
 def summary(rows):
@@ -162,9 +176,12 @@ def summary(rows):
             beats = nll[label] < nll[SINGLE]
             wins[label] += beats and kept >= 0.5
             ratio = nanmedian([r["predict_seconds"] for r in methods[label]]) / ens_time
+            no_gain = np.isnan(kept)  # the ensemble did not beat the calibrated single net
             lines.append(f"| {data} | {model} | {STUDENTS[label]} | {nll[SINGLE]:.3f} | "
-                         f"{nll[ENSEMBLE]:.3f} | {nll[label]:.3f} | {kept:.2f} | "
-                         f"{'yes' if beats else 'no'} | {'yes' if kept >= 0.5 else 'no'} | "
+                         f"{nll[ENSEMBLE]:.3f} | {nll[label]:.3f} | "
+                         f"{'no gain' if no_gain else f'{kept:.2f}'} | "
+                         f"{'yes' if beats else 'no'} | "
+                         f"{'n/a' if no_gain else 'yes' if kept >= 0.5 else 'no'} | "
                          f"{ratio:.2f} |")
     lines += ["", "Tasks where the student beats the calibrated single net and keeps at least "
               "half of the ensemble's gain (mean test NLL over seeds): "
@@ -208,7 +225,16 @@ def main(argv=None):
     parser.add_argument("--out", type=pathlib.Path, default=None)
     parser.add_argument("--partial", action="store_true",
                         help="tables of the tasks an unfinished run saved; fit nothing")
+    parser.add_argument("--redraw", action="store_true",
+                        help="rebuild distill.md from distill_raw.json; fit nothing")
     args = parser.parse_args(argv)
+    if args.redraw:
+        out = args.out or RESULTS
+        rows, seeds = load_raw(out / "distill_raw.json")
+        page = (out / "distill.md").read_text()
+        note = page.splitlines()[2]  # the line saying how the run was made
+        write_markdown(out / "distill.md", TITLE, note, table(rows, args.epochs, seeds, args.jobs))
+        return rows
     configs, seeds, epochs, max_train = CONFIGS, tuple(range(args.seeds)), args.epochs, None
     if args.quick:
         configs, seeds, epochs, max_train = [CONFIGS[2], CONFIGS[5]], (0,), 3, 300
@@ -220,8 +246,8 @@ def main(argv=None):
     print(text)
     command = "python -m benchmarks.distill" + (" --quick" if args.quick else "") + \
         f" --jobs {args.jobs}"
-    write_markdown(out / "distill.md", "Distillation: one student net vs the single net and "
-                   "the ensemble", run_note(command, time.perf_counter() - start), text)
+    write_markdown(out / "distill.md", TITLE, run_note(command, time.perf_counter() - start),
+                   text)
     raw = [{"data": d, "model": m, "lr": lr, "method": method, "seed": s, **r}
            for (d, m, lr), methods in rows.items() for method, records in methods.items()
            for s, r in zip(seeds, records)]

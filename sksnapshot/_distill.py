@@ -232,7 +232,7 @@ def _check_settings(init, validation_fraction, max_epochs, patience, random_stat
 
 
 def distill_ensemble(estimator, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
-                     init="scratch", max_epochs=None, patience=5, random_state=None):
+                     init="snapshot", max_epochs=None, patience=5, random_state=None):
     """See the estimators' ``distill``."""
     _check_settings(init=init, validation_fraction=validation_fraction, max_epochs=max_epochs,
                     patience=patience, random_state=random_state)

@@ -337,7 +337,7 @@ feature_names_in_, sample_shape_
         return to_torch_module(self, return_std=return_std)
 
     def distill(self, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
-                init="scratch", max_epochs=None, patience=5, random_state=None):
+                init="snapshot", max_epochs=None, patience=5, random_state=None):
         """Train one net to predict what the ensemble predicts: one forward pass per row.
 
         The student is the ensemble's net (built from ``net`` as ``fit``
