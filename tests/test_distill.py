@@ -1,5 +1,7 @@
 """distill(): one student net trained on the ensemble's predictive distribution."""
 
+import re
+
 import joblib
 import numpy as np
 import pytest
@@ -175,3 +177,12 @@ def test_bad_input(clf, data):
         clf.distill(X, X_valid=X[:10], y_valid=np.full(10, 7))
     with pytest.raises(InvalidParameterError, match="'init' parameter"):
         clf.distill(X, init="warm")
+
+
+@pytest.mark.parametrize("bad", [np.full((4, 6), "a"), np.zeros((4, 6, 2)),
+                                 np.full((4, 6), np.nan)])
+def test_same_input_errors_as_predict(clf, bad):
+    with pytest.raises(ValueError) as from_predict:
+        clf.predict(bad)
+    with pytest.raises(type(from_predict.value), match=re.escape(str(from_predict.value))):
+        clf.distill(bad)
