@@ -162,6 +162,32 @@ class CNN1d(nn.Module):
         return self.head(h.flatten(1))
 
 
+# -- modules for image arrays (N, C, H, W): benchmarks/images.py and distill.py ----------
+def _conv_bn_relu(c_in, c_out, stride=1):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """conv-BN-ReLU x2, max-pool, conv-BN-ReLU, max-pool, global average pool, linear.
+
+    Takes ``(n, in_channels, H, W)`` images with H, W >= 4; ``n_classes`` is
+    filled in by the estimator. About 7k parameters at ``width=16``.
+    """
+
+    def __init__(self, n_classes=10, in_channels=1, width=16):
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_bn_relu(in_channels, width), _conv_bn_relu(width, width), nn.MaxPool2d(2),
+            _conv_bn_relu(width, 2 * width), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * width, n_classes)
+
+    def forward(self, X):
+        return self.head(self.features(X))
+
+
 class FCN(nn.Module):
     """The fully convolutional network for time series (Wang et al., 2017), narrower.
 
@@ -190,6 +216,7 @@ NETS = {
     "mlp": (MLPModule, {"module__hidden_layer_sizes": (512, 512)}),
     "cnn": (CNN1d, {}),
     "fcn": (FCN, {}),
+    "cnn2d": (SmallCNN, {}),
 }
 
 

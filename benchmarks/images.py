@@ -58,7 +58,7 @@ from ._common import (
     run_tasks,
     write_markdown,
 )
-from ._data import IMAGE_LOADERS, make_net, scores_or_nan, split
+from ._data import IMAGE_LOADERS, SmallCNN, _conv_bn_relu, make_net, scores_or_nan, split
 
 SINGLE = "single net (1 cosine cycle)"
 DEFAULT = "sksnapshot default (5 snapshots): all / shrink + temperature"
@@ -81,31 +81,6 @@ CONFIGS = [
 
 
 # -- modules --------------------------------------------------------------------------
-def _conv_bn_relu(c_in, c_out, stride=1):
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
-
-
-class SmallCNN(nn.Module):
-    """conv-BN-ReLU x2, max-pool, conv-BN-ReLU, max-pool, global average pool, linear.
-
-    Takes ``(n, in_channels, H, W)`` images with H, W >= 4; ``n_classes`` is
-    filled in by the estimator. About 7k parameters at ``width=16``.
-    """
-
-    def __init__(self, n_classes=10, in_channels=1, width=16):
-        super().__init__()
-        self.features = nn.Sequential(
-            _conv_bn_relu(in_channels, width), _conv_bn_relu(width, width), nn.MaxPool2d(2),
-            _conv_bn_relu(width, 2 * width), nn.MaxPool2d(2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.head = nn.Linear(2 * width, n_classes)
-
-    def forward(self, X):
-        return self.head(self.features(X))
-
-
 class BasicBlock(nn.Module):
     """The residual block of ResNet-18/34: two 3x3 conv-BN, identity or 1x1 shortcut."""
 

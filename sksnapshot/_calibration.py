@@ -31,6 +31,12 @@ def _check_log_probas(log_probas, y=None):
     if y is None:
         return log_probas
     y = np.asarray(y)
+    if y.ndim == 2:  # probabilities (soft targets), e.g. a teacher ensemble's
+        if (y.shape != log_probas.shape or not np.all(np.isfinite(y)) or np.any(y < 0)
+                or not np.allclose(y.sum(axis=1), 1, atol=1e-4)):
+            raise ValueError(f"Soft targets y must be probabilities of shape "
+                             f"{log_probas.shape} (rows summing to 1).")
+        return log_probas, y.astype(np.float64)
     if y.shape != (len(log_probas),) or y.dtype.kind not in "iu":
         raise ValueError(
             f"y must hold one integer label per row ({len(log_probas)}), got "
@@ -49,6 +55,8 @@ def _floor(log_probas):
 def _tempered_nll(log_probas, y, temperature):
     """Summed negative log-likelihood of ``softmax(log_probas / temperature)``."""
     tempered = log_softmax(log_probas / temperature, axis=1)
+    if y.ndim == 2:  # soft targets: the cross-entropy to them
+        return -float(np.sum(y * tempered))
     return -float(np.sum(tempered[np.arange(len(y)), y]))
 
 
@@ -76,8 +84,10 @@ def fit_temperature(log_probas, y, prior_strength=TEMPERATURE_PRIOR):
         Log-probabilities (or logits: any per-row shift gives the same fit)
         on the validation rows. ``-inf`` (a probability of 0) is floored at
         ``log(1e-15)``.
-    y : array-like of int of shape (n_samples,)
-        Encoded labels ``0 .. n_classes - 1``.
+    y : array-like of int of shape (n_samples,), or of shape (n_samples, n_classes)
+        Encoded labels ``0 .. n_classes - 1``; or probabilities (soft
+        targets, e.g. a teacher ensemble's), whose cross-entropy is
+        minimised instead.
     prior_strength : float, default=10.0
         Weight of ``log(T) ** 2`` against the summed log-loss (a prior
         standard deviation of ``1 / sqrt(2 * prior_strength)``, about 0.22,
@@ -157,10 +167,14 @@ def apply_temperature(log_probas, temperature):
     return np.exp(log_softmax(log_probas / temperature, axis=1))
 
 
-def fit_variance_scale(mean, variance, y):
+def fit_variance_scale(mean, variance, y, target_variance=None):
     """The factor ``s`` maximising the Gaussian likelihood of ``N(mean, s * variance)``.
 
-    Closed form: ``s = mean((y - mean)^2 / variance)``. Fitted on validation
+    Closed form: ``s = mean((y - mean)^2 / variance)``; with
+    ``target_variance`` (targets that are distributions ``N(y,
+    target_variance)``, e.g. a teacher ensemble's predictions) ``s =
+    mean((target_variance + (y - mean)^2) / variance)``, which minimises the
+    Kullback-Leibler divergence from them. Fitted on validation
     rows, it rescales the ensemble's predictive variance (``return_std``
     becomes ``sqrt(s) * std``) so that the standardised residuals have unit
     variance; it does not change the predicted mean.
@@ -173,6 +187,8 @@ def fit_variance_scale(mean, variance, y):
         Predicted variances; rows with variance 0 are left out.
     y : array-like of the same shape
         Targets.
+    target_variance : array-like of the same shape, default=None
+        The targets' own variances; None for plain targets.
 
     Returns
     -------
@@ -196,7 +212,10 @@ def fit_variance_scale(mean, variance, y):
     keep = variance > 0
     if not keep.any():
         return 1.0
-    scale = float(np.mean((y.reshape(mean.shape)[keep] - mean[keep]) ** 2 / variance[keep]))
+    spread = (y.reshape(mean.shape) - mean) ** 2
+    if target_variance is not None:
+        spread = spread + np.asarray(target_variance, dtype=np.float64).reshape(mean.shape)
+    scale = float(np.mean(spread[keep] / variance[keep]))
     if not np.isfinite(scale) or scale <= 0:
         return 1.0
     return scale

@@ -9,6 +9,8 @@ from skorch import NeuralNetRegressor
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import fit_variance_scale
 from ._compat import StrOptions
+from ._distill import distill_ensemble
+from ._export import to_torch_module
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._training import template
 from .metrics import variance_decomposition
@@ -315,3 +317,61 @@ feature_names_in_, sample_shape_
             for key in result:
                 result[key] = result[key][:, 0]
         return result
+
+    def to_torch(self, return_std=False):
+        """The fitted ensemble as one plain :class:`torch.nn.Module`, for serving.
+
+        Its ``forward`` takes a batch of inputs as the module takes them (a
+        float32 tensor; the arrays of a dict ``X`` as keyword arguments) and
+        returns what :meth:`predict` returns, as tensors: the members'
+        weighted mean, and with ``return_std=True`` also the standard
+        deviation (the members' spread and, for mean-variance members, their
+        variances, times ``variance_scale_``). It needs torch only, runs on
+        the CPU in eval mode, and traces with ``torch.export.export``
+        (dynamic batch size) and ``torch.onnx.export``.
+
+        Parameters
+        ----------
+        return_std : bool, default=False
+            Return ``(mean, std)`` instead of the mean alone.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            Independent of the estimator (copies of the members' weights).
+        """
+        return to_torch_module(self, return_std=return_std)
+
+    def distill(self, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
+                init="snapshot", max_epochs=None, patience=5, random_state=None):
+        """Train one net to predict what the ensemble predicts: one forward pass per row.
+
+        The student is the ensemble's net (built from ``net`` as ``fit``
+        builds it), trained with skorch to match the ensemble's predictive
+        distribution: the mean of :meth:`predict` (squared error), and for
+        mean-variance members also its calibrated variance (the
+        Kullback-Leibler divergence between the Gaussians). One cosine decay
+        of the learning rate over ``max_epochs``, stopped early (skorch's
+        ``EarlyStopping``, best weights kept) on held-out rows, on which the
+        student's own ``variance_scale_`` is then fitted. A student of
+        squared-error members has one member and so no spread: its
+        ``return_std`` is zero.
+
+        Parameters
+        ----------
+        X, X_valid, validation_fraction, init, max_epochs, patience, random_state
+            As for :meth:`SnapshotEnsembleClassifier.distill`.
+        y_valid : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+            Targets of ``X_valid``: the variance scale is then fitted to them
+            (as ``fit`` does), not to the ensemble's predictions.
+
+        Returns
+        -------
+        student : SnapshotEnsembleRegressor
+            Fitted, with one member and ``n_snapshots=1``: it predicts, saves
+            and exports like any fitted ensemble.
+        """
+        return distill_ensemble(self, X, X_valid=X_valid, y_valid=y_valid,
+                                validation_fraction=validation_fraction, init=init,
+                                max_epochs=max_epochs, patience=patience,
+                                random_state=random_state)

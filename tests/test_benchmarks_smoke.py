@@ -249,3 +249,29 @@ def test_runs_quick_table(tmp_path):
     text = (tmp_path / "runs.md").read_text()
     assert "Does K=2 beat the 5-net deep ensemble" in text
     assert _header(text, "method") == ["method", "cost", "NLL", "accuracy", "seconds"]
+
+
+def test_distill_quick_run_writes_the_tables(tmp_path):
+    from benchmarks import distill
+
+    rows = distill.main(["--quick", "--out", str(tmp_path)])
+    text = (tmp_path / "distill.md").read_text()
+    assert _header(text, "data") == ["data", "model", "method", "accuracy", "NLL", "CLL",
+                                     "fit time (s)", "predict time (ms)"]
+    body = [r for r in _table_rows(text, "digits") if len(r) == 8]
+    assert [r[2] for r in body] == distill.METHODS
+    assert len(_table_rows(text, "digits-8x8")) == len(distill.METHODS) + 2  # + the summary
+    for records in rows[("digits", "mlp", 0.05)].values():
+        assert 0 <= records[0]["accuracy"] <= 1 and np.isfinite(records[0]["nll"])
+    assert "Tasks where the student beats the calibrated single net" in text
+    assert (tmp_path / "distill_raw.json").stat().st_size > 0
+
+
+def test_export_quick_run_keeps_the_measured_choice(tmp_path):
+    from benchmarks import export
+
+    export.main(["--quick", "--out", str(tmp_path)])
+    text = (tmp_path / "export.md").read_text()
+    methods = [r[2] for r in _table_rows(text, "mlp")]
+    assert methods == export.METHODS * 2  # the ensemble, then a student
+    assert "vmap over stacked members took" in text
