@@ -189,8 +189,10 @@ def plot_curve(table, path):
     axes[0].set_xlabel("epochs per cycle (5 equal cycles)")
     axes[1].set_xlabel("budget (epochs), n_snapshots='auto'")
     axes[0].set_ylabel("test NLL / single net + temperature")
-    for ax in axes:
+    for ax, ticks in ((axes[0], (1, 2, 4, 8, 16)), (axes[1], (5, 10, 20, 40, 80))):
         ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.axhline(1.0, color="k", lw=0.8)
         ax.axhline(1.01, color="k", lw=0.5, ls=":")
     axes[1].legend(fontsize=7)
