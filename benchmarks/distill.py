@@ -44,7 +44,14 @@ from ._common import (
     run_tasks,
     write_markdown,
 )
-from ._data import IMAGE_LOADERS, LOADERS, calibrated_log_loss_cv, make_net, scores
+from ._data import (
+    IMAGE_LOADERS,
+    LOADERS,
+    QUALITY_CONFIGS,
+    calibrated_log_loss_cv,
+    make_net,
+    scores,
+)
 
 SINGLE = "single net + temperature"
 ENSEMBLE = "ensemble (5 snapshots, default)"
@@ -53,14 +60,7 @@ SNAPSHOT = "student, init='snapshot'"
 METHODS = [SINGLE, ENSEMBLE, SCRATCH, SNAPSHOT]
 STUDENTS = {SCRATCH: "scratch", SNAPSHOT: "snapshot"}
 # (data set, model, peak lr): the quality tasks, then the digits images.
-CONFIGS = [
-    ("mnist1d", "mlp", 0.1),
-    ("mnist1d", "cnn", 0.1),
-    ("digits", "mlp", 0.05),
-    ("mnist-5k", "mlp", 0.1),
-    ("synthetic-noisy", "mlp", 0.05),
-    ("digits-8x8", "cnn2d", 0.1),
-]
+CONFIGS = [*QUALITY_CONFIGS, ("digits-8x8", "cnn2d", 0.1)]
 THREADS = 1
 TITLE = "Distillation: one student net vs the single net and the ensemble"
 
