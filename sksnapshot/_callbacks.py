@@ -11,6 +11,7 @@ from skorch.callbacks import Callback
 from skorch.dataset import get_len
 
 from .schedules import (
+    AUTO_MIN_VALID_ROWS,
     auto_cycle_bounds,
     auto_lr,
     check_enough_iterations,
@@ -110,6 +111,16 @@ class SnapshotRecord:
     @property
     def interrupted(self):
         return self.n_iter < self.n_iter_planned
+
+
+def _n_rows(dataset):
+    """Rows of a validation dataset: 0 for None, as many as needed if it has no length."""
+    if dataset is None:
+        return 0
+    try:
+        return len(dataset)
+    except TypeError:
+        return math.inf
 
 
 def _index(states, state):
@@ -458,8 +469,10 @@ class CyclicSnapshots(Callback):
         early enough for two more cycles as long, the first cycle anneals and the
         rest of the budget becomes restart cycles (``auto_cycle_bounds``).
         """
+        if _n_rows(self._dataset_valid) < AUTO_MIN_VALID_ROWS:
+            return  # too few rows to tell a levelled-off curve from noise
         losses = [row.get("valid_loss") for row in net.history]
-        if self._dataset_valid is None or any(loss is None for loss in losses) or not plateau_epoch(
+        if any(loss is None for loss in losses) or not plateau_epoch(
                 [_global_mean(net, loss) for loss in losses], int(net.max_epochs)):
             return
         epoch = self.iteration_ // self._n_batches

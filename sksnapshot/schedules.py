@@ -309,6 +309,9 @@ AUTO_MAX_CYCLES = 5
 AUTO_PATIENCE = 3  # at least this many epochs without improvement make a plateau...
 AUTO_PATIENCE_SHARE = 0.5  # ...and at least this share of the epochs so far (noisy curves)
 AUTO_TOLERANCE = 0.01  # improvement below this share of the best loss does not count
+# Fewer validation rows than this never cut the budget: on OSULeaf's 26 rows a still-learning
+# curve looked level in 3 of 10 fits (benchmarks/budget.py); no false cut was seen on 66+.
+AUTO_MIN_VALID_ROWS = 50
 # A restart whose snapshot's validation loss exceeds this multiple of the best earlier
 # snapshot's left its basin (overfitting alone raised it by up to ~1.3x, collapses 1.3-4.4x
 # in benchmarks/budget.py's CNN runs).

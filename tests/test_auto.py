@@ -3,11 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import make_classification
+from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
 
 from sksnapshot import SnapshotEnsembleClassifier
 from sksnapshot.schedules import (
     AUTO_MAX_CYCLES,
+    AUTO_MIN_VALID_ROWS,
     auto_cycle_bounds,
     auto_lr,
     cosine_annealing_lr,
@@ -17,8 +20,16 @@ from sksnapshot.schedules import (
 from ._helpers import AtTrainingBatch
 from .conftest import interrupted_at, tiny_net
 
-# 90 training rows (validation_fraction=0.25 of 120), batches of 32: 3 steps an epoch.
-STEPS = 3
+# 180 training rows and 60 validation rows (validation_fraction=0.25 of 240), batches of
+# 32: 6 steps an epoch.
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def rows():
+    X, y = make_classification(n_samples=240, n_features=6, n_informative=4, n_redundant=0,
+                               n_classes=3, random_state=0)
+    return StandardScaler().fit_transform(X).astype(np.float32), y
 
 
 class ValidCurve(Callback):
@@ -103,52 +114,60 @@ def test_a_short_budget_gives_exactly_the_single_net(data):
     np.testing.assert_array_equal(auto.predict_proba(X), single.predict_proba(X))
 
 
-def test_without_validation_rows_auto_keeps_one_cycle(data):
-    X, y = data
+def test_without_validation_rows_auto_keeps_one_cycle(rows):
+    X, y = rows
     clf = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), validation_fraction=0.0)
     assert len(clf.snapshots_) == 1
 
 
-def test_a_plateau_cuts_the_budget_into_cycles_of_whole_epochs(data, monkeypatch):
+def test_too_few_validation_rows_never_cut(data):
+    X, y = data  # 120 rows: 30 validation rows
+    assert 30 < AUTO_MIN_VALID_ROWS
+    clf = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]))
+    assert clf.snapshot_epochs_ == [30]
+
+
+def test_a_plateau_cuts_the_budget_into_cycles_of_whole_epochs(rows, monkeypatch):
     monkeypatch.setattr("sksnapshot._training.AUTO_COLLAPSE_FACTOR", None)
-    X, y = data
+    X, y = rows
     clf = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]))
     # The curve levels off at epoch 5: five cycles of 5 epochs follow.
     assert clf.snapshot_epochs_ == [10, 15, 20, 25, 30]
     assert clf.net_.history[:, "cycle"] == [1] * 10 + [2] * 5 + [3] * 5 + [4] * 5 + [5] * 5
     bounds = [e * STEPS for e in (5, 10, 15, 20, 25, 30)]
-    np.testing.assert_allclose(batch_lrs(clf), auto_lr(np.arange(90), 90, bounds, lr=0.1))
+    np.testing.assert_allclose(batch_lrs(clf), auto_lr(np.arange(180), 180, bounds, lr=0.1))
 
 
-def test_an_integer_n_snapshots_ignores_the_validation_curve(data):
-    X, y = data
+def test_an_integer_n_snapshots_ignores_the_validation_curve(rows):
+    X, y = rows
     clf = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), n_snapshots=3)
     assert clf.snapshot_epochs_ == [10, 20, 30]
-    np.testing.assert_allclose(batch_lrs(clf), cosine_annealing_lr(np.arange(90), 90, 3, lr=0.1))
+    np.testing.assert_allclose(batch_lrs(clf),
+                               cosine_annealing_lr(np.arange(180), 180, 3, lr=0.1))
 
 
-def test_a_restart_that_collapses_is_refused_and_the_best_snapshot_restored(data):
-    X, y = data
-    # Cycle 2 ends after step 44 (epoch 15); its weights are wrecked right after that step.
-    net = tiny_net(max_epochs=30, callbacks=[ValidCurve(), Corrupt(44)])
-    with pytest.warns(RuntimeWarning, match=r"Cycle 2 diverged at iteration 44 \(validation "
+def test_a_restart_that_collapses_is_refused_and_the_best_snapshot_restored(rows):
+    X, y = rows
+    # Cycle 2 ends after step 89 (epoch 15); its weights are wrecked right after that step.
+    net = tiny_net(max_epochs=30, callbacks=[ValidCurve(), Corrupt(89)])
+    with pytest.warns(RuntimeWarning, match=r"Cycle 2 diverged at iteration 89 \(validation "
                       r"loss .*x the best snapshot's\)\. Restored the weights of snapshot 1, "
                       r"dropped cycle 2's snapshot.*from 0\.1 to 0\.05"):
         clf = fit(X, y, net)
     assert clf.snapshot_epochs_ == [10, 20, 25, 30]
     assert [d["cycle"] for d in clf.divergences_] == [2]
     bounds = [e * STEPS for e in (5, 10, 15, 20, 25, 30)]
-    plan = auto_lr(np.arange(90), 90, bounds, lr=0.1)
-    np.testing.assert_allclose(batch_lrs(clf)[45:], plan[45:] / 2)
+    plan = auto_lr(np.arange(180), 180, bounds, lr=0.1)
+    np.testing.assert_allclose(batch_lrs(clf)[90:], plan[90:] / 2)
     assert clf.score(X, y) > 0.6
 
 
-def test_auto_resumes_exactly_after_the_cut(data, tmp_path):
-    X, y = data
+def test_auto_resumes_exactly_after_the_cut(rows, tmp_path):
+    X, y = rows
     kwargs = dict(checkpoint_dir=tmp_path)
     reference = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]))
     with pytest.warns(RuntimeWarning, match=r"Training stopped after 2 of 5 cycles"):
-        with interrupted_at(50):  # in cycle 3, after the cut
+        with interrupted_at(100):  # in cycle 3, after the cut
             fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), **kwargs)
     resumed = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), **kwargs)
     assert resumed.snapshot_epochs_ == reference.snapshot_epochs_
