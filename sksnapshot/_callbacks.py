@@ -152,7 +152,8 @@ class CyclicSnapshots(Callback):
     (:func:`~sksnapshot.schedules.plateau_epoch`): the first cycle then
     anneals, and the rest of the budget becomes up to
     ``AUTO_MAX_CYCLES`` restart cycles of whole epochs. Without validation
-    rows, or when the budget is too short, it stays one cycle: the single net.
+    rows, with fewer than ``AUTO_MIN_VALID_ROWS`` (50), or when the budget is
+    too short, it stays one cycle: the single net.
 
     Parameters
     ----------

@@ -100,8 +100,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         the budget becomes up to 5 restart cycles of whole epochs, and a
         restart whose snapshot's validation loss is over 1.5 times the best
         earlier snapshot's is refused (its best predecessor restored, the peak
-        learning rate halved). A short budget, or no validation rows, gives
-        one cycle: exactly the single net. With the "linear" schedule or a
+        learning rate halved). A short budget, or fewer than 50 validation
+        rows, gives one cycle: exactly the single net. With the "linear" schedule or a
         callable, "auto" means 5. ``benchmarks/results/budget.md`` measures it.
     n_members : int, default=None
         How many snapshots to predict with. For ``selection="last"`` the last
