@@ -43,7 +43,10 @@ print(f"{len(X_train)} training rows, {len(X_test)} test rows, {X.shape[1]} feat
 # around :class:`~sksnapshot.MLPModule` (SGD with Nesterov momentum). Its
 # ``max_epochs`` is the budget of the whole ensemble and its ``lr`` the peak
 # learning rate of every cycle. The module's ``n_features`` and ``n_classes``
-# are filled in from the data.
+# are filled in from the data. ``n_snapshots=5`` asks for five equal cycles, to
+# show the mechanism; the default, ``n_snapshots="auto"``, lets the validation
+# rows decide, and stays the single net when restarts would not pay (see the
+# user guide's "How many cycles").
 #
 # ``selection="all"`` with ``weighting="uniform"`` is the plain average of all
 # snapshots, as in the paper. (``weighting="optimize"`` would instead fit the
