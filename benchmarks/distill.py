@@ -54,7 +54,7 @@ from ._data import (
 )
 
 SINGLE = "single net + temperature"
-ENSEMBLE = "ensemble (5 snapshots, default)"
+ENSEMBLE = "ensemble (5 equal cycles)"
 SCRATCH = "student, init='scratch'"
 SNAPSHOT = "student, init='snapshot'"
 METHODS = [SINGLE, ENSEMBLE, SCRATCH, SNAPSHOT]

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from skorch.callbacks import Callback
-from skorch.dataset import get_len
 
 from .schedules import (
+    AUTO_FIXED_CYCLES,
     AUTO_MIN_VALID_ROWS,
+    RESTART_WARMUP,
     auto_cycle_bounds,
     auto_lr,
     check_enough_iterations,
@@ -20,11 +21,7 @@ from .schedules import (
     resolve_schedule,
 )
 
-__all__ = ["AUTO_FIXED_CYCLES", "CyclicSnapshots", "SnapshotRecord", "copy_state_dict"]
-
-# n_snapshots="auto" with a schedule that cannot be cut early ("linear", a callable):
-# the fixed number of cycles these schedules had as their default.
-AUTO_FIXED_CYCLES = 5
+__all__ = ["CyclicSnapshots", "SnapshotRecord", "copy_state_dict"]
 
 
 def copy_state_dict(module):
@@ -192,7 +189,10 @@ class CyclicSnapshots(Callback):
         ``n_snapshots="auto"``): a snapshot whose validation loss is above
         ``collapse_factor`` times the best earlier snapshot's is not kept;
         that best snapshot's weights are restored and the peak learning rate
-        is halved, as for a divergence. Needs validation rows.
+        is halved, as for a divergence. Needs validation rows. A snapshot's
+        validation loss is skorch's ``valid_loss`` of the epoch that took it:
+        exactly the snapshot's when its cycle ends with the epoch, as the
+        cycles of "auto" do.
     checkpoint : object or None, default=None
         Something with ``save_snapshot(index, state)`` and
         ``save_progress(net, callback)`` methods, called when a snapshot is
@@ -352,7 +352,7 @@ class CyclicSnapshots(Callback):
             if not self._auto:
                 return learning_rate_table(self.schedule, self.n_iter_, self._n_cycles(),
                                            lr=peak, min_lr=self.min_lr)
-            warmup = 0.25 if self.schedule == "cosine_warmup" else 0.0
+            warmup = RESTART_WARMUP if self.schedule == "cosine_warmup" else 0.0
             return auto_lr(np.arange(self.n_iter_), self.n_iter_, self._cut, lr=peak,
                            min_lr=self.min_lr, warmup=warmup)
 
@@ -398,41 +398,40 @@ class CyclicSnapshots(Callback):
         self.iteration_ += 1
 
     def _take_snapshot(self, net):
-        """Keep the module's weights as a snapshot, unless the collapse guard refuses them."""
-        loss = self._valid_loss(net) if self.collapse_factor is not None else None
-        best = min((x for x in self._snapshot_losses if x is not None), default=None)
-        if loss is not None and best is not None and not loss <= self.collapse_factor * best:
-            # The restart threw the net out of its basin: back to the best snapshot.
-            good = self.snapshots_[self._snapshot_losses.index(best)]
-            self._recover(net, self.iteration_,
-                          f"validation loss {loss:.4g}, {loss / best:.3g}x the best snapshot's",
-                          drop_cycle=False, good=good, removed=True)
-            return
+        """Keep the module's weights as a snapshot (its validation loss comes at epoch end)."""
         # Every process keeps the (identical) snapshots: choosing members
         # predicts with all processes in step. Only the main one writes files.
         self.snapshots_.append(copy_state_dict(_unwrapped_module(net)))
         self.snapshot_epochs_.append(len(net.history))
         self.snapshot_iterations_.append(self.iteration_)
-        self._snapshot_losses.append(loss)
+        self._snapshot_losses.append(None)
         self._snapshot_this_epoch = True
         if self.checkpoint is not None and _is_main_process(net):
             self.checkpoint.save_snapshot(len(self.snapshots_) - 1, self.snapshots_[-1])
 
-    def _valid_loss(self, net):
-        """The module's mean loss on the validation rows, as skorch scores an epoch.
+    def _drop_last_snapshot(self):
+        """Forget the snapshot taken in this epoch (the guards refused it)."""
+        for taken in (self.snapshots_, self.snapshot_epochs_, self.snapshot_iterations_,
+                      self._snapshot_losses):
+            taken.pop()
+        self._snapshot_this_epoch = False
 
-        None without validation rows. The random number generator is left as it
-        was, so that the guard changes no later batch or initial weight.
+    def _check_collapse(self, net, loss):
+        """The collapse guard, on the validation loss of the epoch that took a snapshot.
+
+        A restart that threw the net out of its basin: its snapshot is dropped
+        and the best earlier one restored, with a halved peak learning rate.
         """
-        if self._dataset_valid is None:
-            return None
-        total, count = 0.0, 0
-        with torch.random.fork_rng(devices=[]):
-            for batch in net.get_iterator(self._dataset_valid, training=False):
-                size = get_len(batch[0]) if isinstance(batch, (tuple, list)) else get_len(batch)
-                total += net.validation_step(batch)["loss"].item() * size
-                count += size
-        return _global_mean(net, total / max(count, 1))
+        self._snapshot_losses[-1] = float(loss)  # a plain float: checkpoints load weights_only
+        earlier = [x for x in self._snapshot_losses[:-1] if x is not None]
+        if not earlier or loss <= self.collapse_factor * min(earlier):
+            return
+        best = min(earlier)
+        good = self.snapshots_[self._snapshot_losses.index(best)]
+        self._drop_last_snapshot()
+        self._recover(net, self.iteration_ - 1,
+                      f"validation loss {loss:.4g}, {loss / best:.3g}x the best snapshot's",
+                      drop_cycle=False, good=good, removed=True)
 
     def on_epoch_end(self, net, **kwargs):
         valid_loss = net.history[-1].get("valid_loss")
@@ -444,13 +443,12 @@ class CyclicSnapshots(Callback):
             if popped:
                 # Taken from weights whose validation loss exploded: not a member.
                 # The cycle after it restarts from the restored weights below.
-                self.snapshots_.pop()
-                self.snapshot_epochs_.pop()
-                self.snapshot_iterations_.pop()
-                self._snapshot_losses.pop()
-                self._snapshot_this_epoch = False
+                self._drop_last_snapshot()
             self._recover(net, self.iteration_ - 1, f"validation loss {valid_loss:.4g}",
                           drop_cycle=not popped, removed=popped)
+        elif (self._snapshot_this_epoch and valid_loss is not None
+              and self.collapse_factor is not None):
+            self._check_collapse(net, valid_loss)
         last = max(min(self.iteration_, self.n_iter_) - 1, 0)
         net.history.record("lr", self._lrs[0][last])
         # 1-based cycle of the epoch's last step, as the user counts them.

@@ -24,6 +24,9 @@ __all__ = [
 ]
 
 
+# The share of a restarted cycle that "cosine_warmup" spends ramping up.
+RESTART_WARMUP = 0.25
+
 # Parameter constraints of the public functions (sklearn's validate_params).
 _N_ITER = Interval(Integral, 0, None, closed="left")
 _N_CYCLES = Interval(Integral, 1, None, closed="left")
@@ -170,7 +173,7 @@ def _cosine(u, lr, min_lr):
      "warmup": [Interval(Real, 0, 1, closed="left")]},
     prefer_skip_nested_validation=True,
 )
-def cosine_warmup_lr(t, n_iter, n_cycles, lr, min_lr=0.0, warmup=0.25):
+def cosine_warmup_lr(t, n_iter, n_cycles, lr, min_lr=0.0, warmup=RESTART_WARMUP):
     """Cosine annealing whose restarts ramp up instead of jumping to ``lr``.
 
     The first cycle is that of :func:`cosine_annealing_lr` (it starts from
@@ -208,14 +211,16 @@ def cosine_warmup_lr(t, n_iter, n_cycles, lr, min_lr=0.0, warmup=0.25):
     [1.0, 0.854, 0.5, 0.146, 0.0, 0.5, 1.0, 0.5]
     """
     cycle, u = _cycle_positions(t, n_iter, n_cycles)
-    if warmup == 0:
-        out = _cosine(u, lr, min_lr)
-    else:
-        restarted = cycle > 0
-        ramping = restarted & (u < warmup)
-        after = np.where(restarted, np.clip((u - warmup) / (1.0 - warmup), 0.0, 1.0), u)
-        out = np.where(ramping, min_lr + (lr - min_lr) * u / warmup, _cosine(after, lr, min_lr))
+    out = np.where(cycle > 0, _restart(u, lr, min_lr, warmup), _cosine(u, lr, min_lr))
     return float(out) if out.ndim == 0 else out
+
+
+def _restart(u, lr, min_lr, warmup):
+    """A restarted cycle at positions ``u``: a linear ramp over ``warmup``, then the cosine."""
+    if warmup == 0:
+        return _cosine(u, lr, min_lr)
+    after = _cosine(np.clip((u - warmup) / (1.0 - warmup), 0.0, 1.0), lr, min_lr)
+    return np.where(u < warmup, min_lr + (lr - min_lr) * u / warmup, after)
 
 
 @validate_params(
@@ -306,6 +311,9 @@ def linear_snapshot_iterations(n_iter, n_cycles, warmup=0.5):
 # n_snapshots="auto": the most cycles planned after the cut (Huang et al. found 4-8
 # snapshots best), and how the validation curve must look for the cut.
 AUTO_MAX_CYCLES = 5
+# With a schedule that cannot be cut early ("linear", a callable): the fixed number of
+# cycles these schedules had as their default.
+AUTO_FIXED_CYCLES = 5
 AUTO_PATIENCE = 3  # at least this many epochs without improvement make a plateau...
 AUTO_PATIENCE_SHARE = 0.5  # ...and at least this share of the epochs so far (noisy curves)
 AUTO_TOLERANCE = 0.01  # improvement below this share of the best loss does not count
@@ -394,12 +402,7 @@ def auto_lr(t, n_iter, bounds, lr, min_lr=0.0, warmup=0.0):
     u = (t_arr - bounds[cycle]) / (bounds[cycle + 1] - bounds[cycle])
     at_cut = _cosine(bounds[0] / n_iter, lr, min_lr)
     first = _cosine(u, at_cut, min_lr)
-    if warmup > 0:
-        ramp = min_lr + (lr - min_lr) * u / warmup
-        later = np.where(u < warmup, ramp,
-                         _cosine(np.clip((u - warmup) / (1.0 - warmup), 0.0, 1.0), lr, min_lr))
-    else:
-        later = _cosine(u, lr, min_lr)
+    later = _restart(u, lr, min_lr, warmup)
     return np.where(t_arr < bounds[0], single, np.where(cycle == 0, first, later))
 
 
