@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
+from ._distributed import global_mean, is_main_process, unwrapped_module
 from .schedules import (
     AUTO_FIXED_CYCLES,
     AUTO_MIN_VALID_ROWS,
-    RESTART_WARMUP,
     auto_cycle_bounds,
     auto_lr,
     check_enough_iterations,
@@ -34,45 +34,6 @@ def copy_state_dict(module):
         (key, value.detach().to("cpu", copy=True))
         for key, value in module.state_dict().items()
     )
-
-
-def _accelerator(net):
-    """The net's Hugging Face ``Accelerator`` (``skorch.hf.AccelerateMixin``), or None."""
-    return getattr(net, "accelerator", None)
-
-
-def _unwrapped_module(net):
-    """``net.module_`` without Accelerate's wrappers (e.g. DistributedDataParallel).
-
-    Snapshots taken from the unwrapped module have the module's own
-    ``state_dict`` keys (no ``module.`` prefix), so they load into the module
-    the net holds after training, with or without the accelerator.
-    """
-    accelerator = _accelerator(net)
-    if accelerator is None:
-        return net.module_
-    return accelerator.unwrap_model(net.module_)
-
-
-def _is_main_process(net):
-    """False only on the processes of a distributed Accelerate run other than the main one."""
-    accelerator = _accelerator(net)
-    return accelerator is None or bool(accelerator.is_main_process)
-
-
-def _global_mean(net, value):
-    """The mean of ``value`` over the processes of a distributed Accelerate run.
-
-    Every process sees the loss of its own shard of the batch; deciding on the
-    mean makes all processes take the same decision (every process must call
-    this at the same point). Without an accelerator, or with one process,
-    ``value`` itself.
-    """
-    accelerator = _accelerator(net)
-    if accelerator is None or accelerator.num_processes == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
-    return float(accelerator.reduce(tensor, reduction="mean").item())
 
 
 @dataclass
@@ -320,12 +281,12 @@ class CyclicSnapshots(Callback):
             )
         self._plan()
         if not self.snapshots_ and self._initial_state is None:  # a resumed fit has its own
-            self._initial_state = copy_state_dict(_unwrapped_module(net))
+            self._initial_state = copy_state_dict(unwrapped_module(net))
 
     @property
     def _auto(self):
         """Whether the validation curve plans the cycles (``n_snapshots="auto"``)."""
-        return self.n_snapshots == "auto" and self.schedule in ("cosine", "cosine_warmup")
+        return self.n_snapshots == "auto" and resolve_schedule(self.schedule).cuttable
 
     def _n_cycles(self):
         """The cycles planned: ``n_snapshots``, or what "auto" has decided so far."""
@@ -341,7 +302,7 @@ class CyclicSnapshots(Callback):
         if self._auto:
             ends = np.asarray(self._cut[1:] if self._cut is not None else [self.n_iter_]) - 1
         else:
-            ends = resolve_schedule(self.schedule)[1](self.n_iter_, self._n_cycles())
+            ends = resolve_schedule(self.schedule).snapshots(self.n_iter_, self._n_cycles())
         self._cycle_ends = set(ends.tolist())
         # Cycle k (1-based) ends at its snapshot step, for the history's 'cycle'.
         self._bounds = np.concatenate([[0], ends + 1])
@@ -352,9 +313,9 @@ class CyclicSnapshots(Callback):
             if not self._auto:
                 return learning_rate_table(self.schedule, self.n_iter_, self._n_cycles(),
                                            lr=peak, min_lr=self.min_lr)
-            warmup = RESTART_WARMUP if self.schedule == "cosine_warmup" else 0.0
             return auto_lr(np.arange(self.n_iter_), self.n_iter_, self._cut, lr=peak,
-                           min_lr=self.min_lr, warmup=warmup)
+                           min_lr=self.min_lr,
+                           warmup=resolve_schedule(self.schedule).restart_warmup)
 
         # Python floats: the per-batch lookup is the training loop's own overhead.
         self._lrs = [table(self.min_lr + (peak - self.min_lr) * self._lr_scale).tolist()
@@ -380,13 +341,13 @@ class CyclicSnapshots(Callback):
             return
         loss = loss.item() if loss is not None else math.nan
         # With Accelerate's data parallelism every process decides on the same mean.
-        loss = _global_mean(net, loss)
+        loss = global_mean(net, loss)
         if self._reference_loss is None:
             self._reference_loss = loss
         if self._is_divergent(loss, self.divergence_factor):
             self._recover(net, self.iteration_, f"training loss {loss:.4g}")
         if self.iteration_ in self._cycle_ends:
-            if not self._drop_cycle and not _all_finite(_unwrapped_module(net)):
+            if not self._drop_cycle and not _all_finite(unwrapped_module(net)):
                 # The last step can blow the weights up even after a finite loss.
                 self._recover(net, self.iteration_, "non-finite weights")
             if self._drop_cycle:
@@ -401,12 +362,12 @@ class CyclicSnapshots(Callback):
         """Keep the module's weights as a snapshot (its validation loss comes at epoch end)."""
         # Every process keeps the (identical) snapshots: choosing members
         # predicts with all processes in step. Only the main one writes files.
-        self.snapshots_.append(copy_state_dict(_unwrapped_module(net)))
+        self.snapshots_.append(copy_state_dict(unwrapped_module(net)))
         self.snapshot_epochs_.append(len(net.history))
         self.snapshot_iterations_.append(self.iteration_)
         self._snapshot_losses.append(None)
         self._snapshot_this_epoch = True
-        if self.checkpoint is not None and _is_main_process(net):
+        if self.checkpoint is not None and is_main_process(net):
             self.checkpoint.save_snapshot(len(self.snapshots_) - 1, self.snapshots_[-1])
 
     def _drop_last_snapshot(self):
@@ -436,7 +397,7 @@ class CyclicSnapshots(Callback):
     def on_epoch_end(self, net, **kwargs):
         valid_loss = net.history[-1].get("valid_loss")
         if valid_loss is not None:
-            valid_loss = _global_mean(net, valid_loss)
+            valid_loss = global_mean(net, valid_loss)
         factor = None if self.divergence_factor is None else self.divergence_factor ** 2
         if valid_loss is not None and self._is_divergent(valid_loss, factor):
             popped = self._snapshot_this_epoch
@@ -457,7 +418,7 @@ class CyclicSnapshots(Callback):
             self._maybe_cut(net)
         net.history.record(self.event_name, self._snapshot_this_epoch)
         net.history.record("event_diverged", self._diverged_this_epoch)
-        if self.checkpoint is not None and _is_main_process(net):
+        if self.checkpoint is not None and is_main_process(net):
             self.checkpoint.save_progress(net, self)
 
     def _maybe_cut(self, net):
@@ -472,7 +433,7 @@ class CyclicSnapshots(Callback):
             return  # too few rows to tell a levelled-off curve from noise
         losses = [row.get("valid_loss") for row in net.history]
         if any(loss is None for loss in losses) or not plateau_epoch(
-                [_global_mean(net, loss) for loss in losses], int(net.max_epochs)):
+                [global_mean(net, loss) for loss in losses], int(net.max_epochs)):
             return
         epoch = self.iteration_ // self._n_batches
         self._cut = auto_cycle_bounds(int(net.max_epochs), epoch, self._n_batches).tolist()
@@ -505,7 +466,7 @@ class CyclicSnapshots(Callback):
         # no ensemble (with n_snapshots=1, or "auto" before a cut, it is the only one).
         last_chance = not self.snapshots_ and self._bounds[-2] <= step < self._bounds[-1] - 1
         drop_cycle = drop_cycle and not last_chance
-        _unwrapped_module(net).load_state_dict(good)
+        unwrapped_module(net).load_state_dict(good)
         # Momentum and Adam moments carry the divergence (often as NaN).
         net.optimizer_.state.clear()
         old = self._lr_scale

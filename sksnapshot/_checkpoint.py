@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from skorch.history import History
 
-from ._callbacks import _is_main_process, _unwrapped_module
+from ._distributed import is_main_process, unwrapped_module
 from ._inputs import input_digest
 
 try:
@@ -204,7 +204,7 @@ class CheckpointDir:
         it; the others only read.
         """
         handle = None
-        if net is None or _is_main_process(net):
+        if net is None or is_main_process(net):
             self.path.mkdir(parents=True, exist_ok=True)
             handle = _try_lock(self.path / _LOCK)
             if handle is None:
@@ -254,7 +254,7 @@ class CheckpointDir:
         progress = self._progress
         if progress is None:
             return 0
-        expected = _shapes(_unwrapped_module(net).state_dict())
+        expected = _shapes(unwrapped_module(net).state_dict())
         states = dict(enumerate(progress["snapshots"]))
         states[_PROGRESS] = progress["callback"].get("_initial_state")
         for index, state in states.items():

@@ -1,16 +1,57 @@
-"""Fitted ensembles that travel between processes: Accelerate-free nets, clear pickle errors."""
+"""Training and fitted ensembles across processes: Accelerate (the unwrapped module, the
+main process, means over processes, Accelerate-free nets) and clear pickle errors."""
 
 import pickle
 import sys
 
 import torch
 
-__all__ = ["without_accelerator", "picklable_state"]
+__all__ = ["without_accelerator", "picklable_state", "unwrapped_module", "is_main_process",
+           "global_mean"]
 
 _MAIN_MODULES = ("__main__", "__mp_main__")
 
 
 # -- Hugging Face Accelerate --------------------------------------------------------
+
+def accelerator_of(net):
+    """The net's Hugging Face ``Accelerator`` (``skorch.hf.AccelerateMixin``), or None."""
+    return getattr(net, "accelerator", None)
+
+
+def unwrapped_module(net):
+    """``net.module_`` without Accelerate's wrappers (e.g. DistributedDataParallel).
+
+    Snapshots taken from the unwrapped module have the module's own
+    ``state_dict`` keys (no ``module.`` prefix), so they load into the module
+    the net holds after training, with or without the accelerator.
+    """
+    accelerator = accelerator_of(net)
+    if accelerator is None:
+        return net.module_
+    return accelerator.unwrap_model(net.module_)
+
+
+def is_main_process(net):
+    """False only on the processes of a distributed Accelerate run other than the main one."""
+    accelerator = accelerator_of(net)
+    return accelerator is None or bool(accelerator.is_main_process)
+
+
+def global_mean(net, value):
+    """The mean of ``value`` over the processes of a distributed Accelerate run.
+
+    Every process sees the loss of its own shard of the batch; deciding on the
+    mean makes all processes take the same decision (every process must call
+    this at the same point). Without an accelerator, or with one process,
+    ``value`` itself.
+    """
+    accelerator = accelerator_of(net)
+    if accelerator is None or accelerator.num_processes == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(tensor, reduction="mean").item())
+
 
 def without_accelerator(net, net_class):
     """The trained ``net`` without Hugging Face Accelerate, to predict and pickle.
@@ -23,7 +64,7 @@ def without_accelerator(net, net_class):
     class, the first class of its MRO that is a ``net_class`` without the mixin;
     its history and callbacks are kept. Other nets are returned unchanged.
     """
-    accelerator = getattr(net, "accelerator", None)
+    accelerator = accelerator_of(net)
     if accelerator is None or not hasattr(net, "_unwrap_accelerator"):
         return net
     accelerator.wait_for_everyone()

@@ -12,6 +12,7 @@ from sklearn.metrics import log_loss
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_array, check_consistent_length
 
+from ._checks import check_member_probas, holds_integers
 from ._compat import validate_params
 
 __all__ = [
@@ -34,34 +35,13 @@ def _check_proba(proba, name="proba"):
     return proba
 
 
-def _check_member_probas(probas):
-    """Validate a finite (n_members, n_samples, n_classes) array of probabilities."""
-    probas = np.asarray(probas, dtype=np.float64)
-    if probas.ndim != 3:
-        raise ValueError(
-            "probas must be a 3-D array of shape (n_members, n_samples, n_classes), "
-            f"got shape {probas.shape}."
-        )
-    if min(probas.shape) < 1:
-        raise ValueError(f"probas must not be empty, got shape {probas.shape}.")
-    if not np.all(np.isfinite(probas)):
-        raise ValueError("probas contains NaN or infinity.")
-    return probas
-
-
-def _holds_integers(y):
-    """Whether an array holds integer labels: an integer or bool dtype, or integral
-    floats (e.g. from pandas), which are harmless."""
-    return y.dtype.kind in "iub" or (y.dtype.kind == "f" and bool(np.all(y == np.round(y))))
-
-
 def _encode_labels(y_true, n_classes, classes):
     """Map labels to column indices 0 .. n_classes - 1, through ``classes`` if given."""
     y_true = check_array(y_true, ensure_2d=False, dtype=None, input_name="y_true")
     if y_true.ndim != 1:
         raise ValueError(f"y_true must be 1-D, got shape {y_true.shape}.")
     if classes is None:
-        if not _holds_integers(y_true):  # anything else needs an explicit column order
+        if not holds_integers(y_true):  # anything else needs an explicit column order
             raise ValueError(
                 "y_true must hold integer labels 0 .. n_classes - 1; pass "
                 "`classes` to use other labels (e.g. strings)."
@@ -319,7 +299,7 @@ def disagreement_matrix(probas):
     >>> disagreement_matrix(probas).tolist()
     [[0.0, 0.5, 0.5], [0.5, 0.0, 1.0], [0.5, 1.0, 0.0]]
     """
-    labels = _check_member_probas(probas).argmax(axis=2)
+    labels = check_member_probas(probas).argmax(axis=2)
     return _disagreement_rate(labels[:, None, :], labels[None, :, :])
 
 

@@ -5,7 +5,9 @@ anything: training simply asks it for the learning rate of iteration ``t``.
 """
 
 import math
+from collections.abc import Callable
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 
@@ -406,10 +408,28 @@ def auto_lr(t, n_iter, bounds, lr, min_lr=0.0, warmup=0.0):
     return np.where(t_arr < bounds[0], single, np.where(cycle == 0, first, later))
 
 
+class Schedule(NamedTuple):
+    """A schedule and what it supports, so that training asks it instead of naming it.
+
+    ``lr(t, n_iter, n_cycles, lr, min_lr)`` gives the learning rate of the
+    steps ``t``; ``snapshots(n_iter, n_cycles)`` the steps that take a
+    snapshot. ``cuttable``: ``n_snapshots="auto"`` may cut its first cycle at a
+    plateau of the validation loss (:func:`auto_lr` then plans the cycles);
+    ``restart_warmup``: the share of each restart cycle that ``auto_lr`` ramps
+    up over (0 jumps to the peak).
+    """
+
+    lr: Callable
+    snapshots: Callable
+    cuttable: bool = False
+    restart_warmup: float = 0.0
+
+
 SCHEDULES = {
-    "cosine": (cosine_annealing_lr, snapshot_iterations),
-    "cosine_warmup": (cosine_warmup_lr, snapshot_iterations),
-    "linear": (linear_cycles_lr, linear_snapshot_iterations),
+    "cosine": Schedule(cosine_annealing_lr, snapshot_iterations, cuttable=True),
+    "cosine_warmup": Schedule(cosine_warmup_lr, snapshot_iterations, cuttable=True,
+                              restart_warmup=RESTART_WARMUP),
+    "linear": Schedule(linear_cycles_lr, linear_snapshot_iterations),
 }
 
 
@@ -420,7 +440,7 @@ def learning_rate_table(schedule, n_iter, n_cycles, lr, min_lr):
     one place where a schedule is evaluated over a whole budget: training
     (one table per parameter group) and plotting both ask here.
     """
-    lr_fn = resolve_schedule(schedule)[0]
+    lr_fn = resolve_schedule(schedule).lr
     steps = np.arange(n_iter)
     lrs = np.asarray(lr_fn(steps, n_iter, n_cycles, lr=lr, min_lr=min_lr), dtype=np.float64)
     if lrs.shape != steps.shape or not np.all(np.isfinite(lrs)):
@@ -432,14 +452,15 @@ def learning_rate_table(schedule, n_iter, n_cycles, lr, min_lr):
 
 
 def resolve_schedule(schedule):
-    """Return ``(lr_fn, snapshot_fn)`` for a schedule name or a user callable.
+    """The ``Schedule`` ``(lr, snapshots, cuttable, restart_warmup)`` of a name or a callable.
 
     A callable ``schedule(t, n_iter, n_cycles, lr, min_lr)`` gives the learning
     rate of the steps ``t`` (an array); its snapshots are taken at the ends of
-    ``n_cycles`` equal cycles, as for the cosine schedule.
+    ``n_cycles`` equal cycles, as for the cosine schedule, and ``"auto"`` does
+    not cut it (it cannot be told where to restart).
     """
     if callable(schedule):
-        return schedule, snapshot_iterations
+        return Schedule(schedule, snapshot_iterations)
     try:
         return SCHEDULES[schedule]
     except KeyError:

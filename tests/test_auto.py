@@ -11,6 +11,7 @@ from sksnapshot import SnapshotEnsembleClassifier
 from sksnapshot.schedules import (
     AUTO_MAX_CYCLES,
     AUTO_MIN_VALID_ROWS,
+    SCHEDULES,
     auto_cycle_bounds,
     auto_lr,
     cosine_annealing_lr,
@@ -137,6 +138,20 @@ def test_a_plateau_cuts_the_budget_into_cycles_of_whole_epochs(rows, monkeypatch
     assert clf.net_.history[:, "cycle"] == [1] * 10 + [2] * 5 + [3] * 5 + [4] * 5 + [5] * 5
     bounds = [e * STEPS for e in (5, 10, 15, 20, 25, 30)]
     np.testing.assert_allclose(batch_lrs(clf), auto_lr(np.arange(180), 180, bounds, lr=0.1))
+
+
+def test_auto_asks_the_schedule_whether_it_may_cut_and_how_restarts_ramp(rows, monkeypatch):
+    # Training names no schedule: what "auto" does follows the schedule's declaration.
+    monkeypatch.setattr("sksnapshot._training.AUTO_COLLAPSE_FACTOR", None)
+    X, y = rows
+    monkeypatch.setitem(SCHEDULES, "cosine", SCHEDULES["cosine"]._replace(restart_warmup=0.5))
+    clf = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]))
+    bounds = [e * STEPS for e in (5, 10, 15, 20, 25, 30)]
+    np.testing.assert_allclose(batch_lrs(clf),
+                               auto_lr(np.arange(180), 180, bounds, lr=0.1, warmup=0.5))
+    monkeypatch.setitem(SCHEDULES, "cosine", SCHEDULES["cosine"]._replace(cuttable=False))
+    clf = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]))
+    assert clf.snapshot_epochs_ == [6, 12, 18, 24, 30]  # the fixed five cycles, no cut
 
 
 def test_an_integer_n_snapshots_ignores_the_validation_curve(rows):

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from sksnapshot.schedules import (
+    RESTART_WARMUP,
     cosine_annealing_lr,
     cosine_warmup_lr,
     cycle_boundaries,
@@ -110,11 +111,14 @@ def test_linear_schedule_needs_room_for_its_cycles():
 
 
 def test_resolve_schedule():
-    assert resolve_schedule("cosine") == (cosine_annealing_lr, snapshot_iterations)
-    assert resolve_schedule("linear") == (linear_cycles_lr, linear_snapshot_iterations)
-    assert resolve_schedule("cosine_warmup") == (cosine_warmup_lr, snapshot_iterations)
+    # Each schedule declares whether "auto" may cut it and how its restarts ramp up.
+    assert resolve_schedule("cosine")[:] == (cosine_annealing_lr, snapshot_iterations, True, 0.0)
+    assert resolve_schedule("linear")[:] == (linear_cycles_lr, linear_snapshot_iterations,
+                                             False, 0.0)
+    assert resolve_schedule("cosine_warmup")[:] == (cosine_warmup_lr, snapshot_iterations, True,
+                                                    RESTART_WARMUP)
     custom = lambda t, n_iter, n_cycles, lr, min_lr: np.full(len(t), lr)  # noqa: E731
-    assert resolve_schedule(custom) == (custom, snapshot_iterations)
+    assert resolve_schedule(custom)[:] == (custom, snapshot_iterations, False, 0.0)
     with pytest.raises(ValueError, match="schedule must be one of"):
         resolve_schedule("step")
 

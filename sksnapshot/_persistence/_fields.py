@@ -177,7 +177,7 @@ def _v1_steps(ctx):
     steps = None
     if ctx.params["n_snapshots"] == n:
         try:
-            steps = SCHEDULES[ctx.params["schedule"]][1](n_iter, n)
+            steps = SCHEDULES[ctx.params["schedule"]].snapshots(n_iter, n)
         except (KeyError, ValueError):
             steps = None
     if steps is None:

@@ -12,8 +12,9 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from .._checks import check_member_probas, holds_integers
 from .._compat import validate_params
-from ..metrics import _check_member_probas, _holds_integers, disagreement_matrix
+from ..metrics import disagreement_matrix
 from ._core import (
     PRIOR_ROWS,
     MixtureLoss,
@@ -39,14 +40,14 @@ _EPS = 1e-15
 
 def _check_probas_y(probas, y):
     """Validate probas and encoded labels y; return them as arrays."""
-    probas = _check_member_probas(probas)
+    probas = check_member_probas(probas)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != probas.shape[1]:
         raise ValueError(
             f"y must be 1-D with one label per validation row ({probas.shape[1]}), "
             f"got shape {y.shape}."
         )
-    if not _holds_integers(y):
+    if not holds_integers(y):
         raise ValueError(f"y must hold encoded integer labels, got dtype {y.dtype}.")
     n_classes = probas.shape[2]
     if np.any((y < 0) | (y >= n_classes)):
