@@ -12,7 +12,7 @@ from sklearn.metrics import log_loss
 from sklearn.utils import Bunch
 from sklearn.utils.validation import check_array, check_consistent_length
 
-from ._checks import check_member_probas, holds_integers
+from ._array_checks import check_member_probas, holds_integers
 from ._compat import validate_params
 
 __all__ = [

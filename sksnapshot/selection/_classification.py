@@ -12,7 +12,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from .._checks import check_member_probas, holds_integers
+from .._array_checks import check_member_probas, holds_integers
 from .._compat import validate_params
 from ..metrics import disagreement_matrix
 from ._core import (
