@@ -9,11 +9,11 @@ from skorch import NeuralNetRegressor
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import fit_variance_scale
 from ._compat import StrOptions
-from ._distill import distill_ensemble
-from ._export import to_torch_module
+from ._distill import GaussianMatch, distill_ensemble
+from ._export import EnsembleRegressorModule, to_torch_module
+from ._kernel import GaussianHead, split_outputs
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._training import template
-from .metrics import variance_decomposition
 from .selection import regression_member_scores
 from .selection._regression import RegressionLoss
 from .selection._rules import REGRESSION_SELECTIONS
@@ -186,14 +186,10 @@ feature_names_in_, sample_shape_
 
         Takes NumPy arrays or tensors (the streaming prediction path) alike.
         """
-        k = self.n_outputs_
         torch_in = isinstance(outputs, torch.Tensor)
         outputs = outputs if torch_in else torch.as_tensor(outputs)
-        outputs = outputs.to(torch.float64)
-        means, variances = outputs[..., :k], None
-        if self.gaussian_:
-            bound = GaussianNLLCriterion.LOG_VAR_BOUND  # the variances the criterion trained
-            variances = outputs[..., k:].clamp(-bound, bound).exp()
+        means, variances = split_outputs(outputs.to(torch.float64), self.n_outputs_,
+                                         self.gaussian_)
         if torch_in:
             return means, variances
         return means.numpy(), None if variances is None else variances.numpy()
@@ -210,16 +206,17 @@ feature_names_in_, sample_shape_
     def _mixture(self, X):
         """The mixture's mean and uncalibrated variance parts, per row and target.
 
-        One pass in batches; per batch, :func:`~sksnapshot.metrics.variance_decomposition`
-        of the members' means and variances (never O(members x rows) memory).
-        Returns a Bunch of ``mean``, ``total``, ``aleatoric``, ``epistemic``.
+        One pass in batches; per batch, the kernel's mixture of the members'
+        means and variances (:meth:`~sksnapshot._kernel.GaussianHead.parts`, float64;
+        never O(members x rows) memory). Returns a Bunch of ``mean``,
+        ``total``, ``aleatoric``, ``epistemic``.
         """
         k = self.n_outputs_
+        head = GaussianHead(k, self.gaussian_)
 
         def reduce(outputs, weights):
-            means, variances = self._split(outputs)
-            parts = variance_decomposition(means, variances, weights)
-            return np.concatenate([parts.mean, parts.aleatoric, parts.epistemic], axis=1)
+            parts = head.parts(torch.from_numpy(outputs), [float(w) for w in weights])
+            return torch.cat(parts, dim=-1).numpy()
 
         out = self._reduced_outputs(X, reduce)
         mean, aleatoric, epistemic = out[:, :k], out[:, k:2 * k], out[:, 2 * k:]
@@ -340,7 +337,8 @@ feature_names_in_, sample_shape_
         module : torch.nn.Module
             Independent of the estimator (copies of the members' weights).
         """
-        return to_torch_module(self, return_std=return_std)
+        return to_torch_module(self._ensemble_spec(self._prediction_head, return_std),
+                               EnsembleRegressorModule)
 
     def distill(self, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
                 init="snapshot", max_epochs=None, patience=5, random_state=None):
@@ -371,7 +369,39 @@ feature_names_in_, sample_shape_
             Fitted, with one member and ``n_snapshots=1``: it predicts, saves
             and exports like any fitted ensemble.
         """
-        return distill_ensemble(self, X, X_valid=X_valid, y_valid=y_valid,
+        return distill_ensemble(self._distillation_source(), X, X_valid=X_valid, y_valid=y_valid,
                                 validation_fraction=validation_fraction, init=init,
                                 max_epochs=max_epochs, patience=patience,
                                 random_state=random_state)
+
+    # -- what export and distillation ask of a regressor (see BaseSnapshotEnsemble) --
+    _data_attributes = ("n_outputs_", "gaussian_", "_single_output",
+                        *BaseSnapshotEnsemble._data_attributes)
+
+    def _data_kwargs(self):
+        return {"n_outputs": self.n_outputs_}
+
+    def _head(self, form):
+        return GaussianHead(self.n_outputs_, self.gaussian_,
+                            getattr(self, "variance_scale_", 1.0), self._single_output, form)
+
+    def _prediction_head(self, return_std=False):
+        return self._head("mean_std" if return_std else "mean")
+
+    def _target_head(self):
+        return self._head("moments")
+
+    def _soft_targets(self, X):
+        mean, std = self.predict(X, return_std=True)
+        mean, std = (a.reshape(len(a), self.n_outputs_) for a in (mean, std))
+        out = np.hstack([mean, std ** 2]) if self.gaussian_ else mean
+        return out.astype(np.float32)
+
+    def _student_criterion(self, net):
+        return GaussianMatch() if self.gaussian_ else torch.nn.MSELoss()
+
+    def _fit_soft_calibration(self, X_valid, targets):
+        # The targets are the teacher's N(mean, variance): the scale minimises the KL from them.
+        parts, k = self._mixture(X_valid), self.n_outputs_
+        return fit_variance_scale(parts.mean, parts.total, targets[:, :k],
+                                  target_variance=targets[:, k:] if self.gaussian_ else None)

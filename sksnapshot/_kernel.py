@@ -1,0 +1,221 @@
+"""The one predictive kernel: the members' outputs to the ensemble's prediction, in torch.
+
+Prediction (``predict_proba``, ``predict``, the calibration's inputs),
+export (``to_torch``) and the distillation teacher all combine the members
+here, in whatever dtype they hand in (float64 NumPy-backed tensors for
+prediction, the module's float32 in an exported graph):
+
+- :func:`weighted_sum` of the members' outputs (after the net's predict
+  nonlinearity), with Python-float weights;
+- classifier: :func:`normalise`, then :func:`temper` of :func:`log_proba`
+  (the one log floor, :data:`PROBA_FLOOR`) by the temperature;
+  :class:`ProbaHead` is that chain;
+- regressor: :func:`split_outputs` (means, then variances from the
+  log-variance clamped once, :data:`LOG_VAR_BOUND`), :func:`mixture` (the
+  law of total variance), the variance scale; :class:`GaussianHead` is that
+  chain.
+
+The heads are small stateless ``nn.Module`` s whose settings are Python
+constants and whose branches are decided when they are built, so that
+``torch.export`` and ONNX trace them. :class:`EnsembleSpec` is what an
+estimator hands to the modules that build on the kernel (export,
+distillation): its predicting states, their weights and a head.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LOG_PROBA_FLOOR",
+    "LOG_VAR_BOUND",
+    "PROBA_FLOOR",
+    "EnsembleSpec",
+    "GaussianHead",
+    "ProbaHead",
+    "clamp_log_variance",
+    "floor_log",
+    "log_proba",
+    "mixture",
+    "normalise",
+    "split_outputs",
+    "temper",
+    "weighted_sum",
+]
+
+# Probabilities are floored here before their log (scikit-learn's historical 1e-15):
+# an exact 0 stays finite under a temperature, and -inf never reaches a softmax.
+PROBA_FLOOR = 1e-15
+LOG_PROBA_FLOOR = math.log(PROBA_FLOOR)
+# Log-variances are clipped to +-20 (variances e^-20 .. e^20) in training, prediction,
+# export and distillation alike: one huge residual cannot blow a variance up to infinity.
+LOG_VAR_BOUND = 20.0
+
+
+def weighted_sum(outputs, weights):
+    """``sum_m weights[m] * outputs[m]``; ``outputs`` any iterable (consumed once)."""
+    total = None
+    for w, out in zip(weights, outputs):
+        total = out * w if total is None else torch.add(total, out, alpha=w)
+    return total
+
+
+# -- classification -----------------------------------------------------------------
+def normalise(proba):
+    """Rows summing to 1 (NaN rows stay NaN, for the caller to refuse).
+
+    Softmax rows in float32 sum to 1 only to ~1e-7; consumers such as
+    scikit-learn's ``log_loss`` check to a tighter tolerance.
+    """
+    return proba / proba.sum(dim=-1, keepdim=True)
+
+
+def floor_log(log_p):
+    """Log-probabilities floored at ``log(PROBA_FLOOR)`` (``-inf`` included)."""
+    return log_p.clamp_min(LOG_PROBA_FLOOR)
+
+
+def log_proba(proba):
+    """``log(max(proba, PROBA_FLOOR))``."""
+    return floor_log(torch.log(proba))
+
+
+def temper(log_p, temperature):
+    """``softmax(log_p / temperature)`` over the classes."""
+    return torch.softmax(log_p / temperature, dim=-1)
+
+
+class ProbaHead(nn.Module):
+    """The classifier's prediction from its members' probabilities.
+
+    The weighted mean, normalised, then (for a temperature other than 1)
+    ``softmax(log(p) / T)``, as ``predict_proba`` returns it.
+    """
+
+    def __init__(self, temperature=1.0):
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def calibrate(self, proba):
+        """Normalised and temperature-scaled probabilities from a weighted mean."""
+        proba = normalise(proba)
+        if self.temperature == 1.0:  # leaves the mean's own bits (and zeros) alone
+            return proba
+        return temper(log_proba(proba), self.temperature)
+
+    def forward(self, outputs, weights):
+        return self.calibrate(weighted_sum(outputs, weights))
+
+
+# -- regression ----------------------------------------------------------------------
+def clamp_log_variance(log_var):
+    """Log-variances clipped to ``[-LOG_VAR_BOUND, LOG_VAR_BOUND]``."""
+    return log_var.clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND)
+
+
+def split_outputs(outputs, n_outputs, gaussian):
+    """A member's ``(means, variances)`` from its raw outputs; variances None without a head.
+
+    Mean-variance members return the means in their first ``n_outputs``
+    columns and log-variances in the rest (:class:`~sksnapshot.GaussianNLLCriterion`).
+    """
+    means = outputs[..., :n_outputs]
+    if not gaussian:
+        return means, None
+    return means, clamp_log_variance(outputs[..., n_outputs:]).exp()
+
+
+def mixture(means, variances, weights):
+    """``(mean, aleatoric, epistemic)`` of a weighted mixture (law of total variance).
+
+    ``means`` (and ``variances``, or None for members without them) hold one
+    entry per member: a list of tensors, or a tensor whose first axis is the
+    member. ``aleatoric = sum_m w_m var_m`` (zeros without variances),
+    ``epistemic = sum_m w_m (mean_m - mean)^2``.
+    """
+    mean = weighted_sum(means, weights)
+    epistemic = weighted_sum(((m - mean) ** 2 for m in means), weights)
+    aleatoric = (torch.zeros_like(mean) if variances is None
+                 else weighted_sum(variances, weights))
+    return mean, aleatoric, epistemic
+
+
+class GaussianHead(nn.Module):
+    """The regressor's prediction from its members' raw outputs.
+
+    ``parts`` gives the mixture's mean and uncalibrated variance parts; the
+    forward pass returns what ``form`` names, with the variance times
+    ``variance_scale``:
+
+    - ``"mean"``: the mean (``predict(X)``);
+    - ``"mean_std"``: the mean and the standard deviation (``predict(X, return_std=True)``);
+    - ``"moments"``: the mean and, for mean-variance members, the variance
+      beside it, ``(n_rows, 2 * n_outputs)`` (the distillation targets).
+
+    With ``single_output`` the first two forms return 1-D arrays, as the
+    estimator fitted on 1-D targets does.
+    """
+
+    FORMS = ("mean", "mean_std", "moments")
+
+    def __init__(self, n_outputs, gaussian, variance_scale=1.0, single_output=False,
+                 form="mean"):
+        super().__init__()
+        if form not in self.FORMS:
+            raise ValueError(f"form must be one of {self.FORMS}, got {form!r}.")
+        self.n_outputs = int(n_outputs)
+        self.gaussian = bool(gaussian)
+        self.variance_scale = float(variance_scale)
+        self.single_output = bool(single_output)
+        self.form = form
+
+    def parts(self, outputs, weights):
+        """``(mean, aleatoric, epistemic)`` of the members' raw outputs, before the scale."""
+        split = [split_outputs(out, self.n_outputs, self.gaussian) for out in outputs]
+        variances = [v for _, v in split] if self.gaussian else None
+        return mixture([m for m, _ in split], variances, weights)
+
+    def _shaped(self, a):
+        return a[:, 0] if self.single_output else a
+
+    def forward(self, outputs, weights):
+        if self.form == "mean":  # no variance in the graph
+            means = (split_outputs(out, self.n_outputs, False)[0] for out in outputs)
+            return self._shaped(weighted_sum(means, weights))
+        mean, aleatoric, epistemic = self.parts(outputs, weights)
+        variance = self.variance_scale * (aleatoric + epistemic)
+        if self.form == "moments":
+            return torch.cat([mean, variance], dim=1) if self.gaussian else mean
+        return self._shaped(mean), self._shaped(torch.sqrt(variance))
+
+
+# -- what an estimator hands to export and distillation --------------------------------
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """A fitted ensemble's prediction, as the kernel computes it.
+
+    Built by the estimators (``BaseSnapshotEnsemble._ensemble_spec``); read by
+    :func:`sksnapshot._export.to_torch_module` and the distillation teacher,
+    which never look at the estimator itself.
+
+    Attributes
+    ----------
+    net : skorch.NeuralNet
+        The trained net: its module's architecture, predict nonlinearity and ``infer``.
+    states : list of dict
+        The predicting members' states (one averaged state with ``combine="weights"``).
+    weights : list of float
+        Their weights, summing to 1.
+    head : torch.nn.Module
+        :class:`ProbaHead` or :class:`GaussianHead`: ``head(outputs, weights)``.
+    sample_shape : tuple, dict or None
+        The estimator's ``sample_shape_`` (a dict names the inputs of a dict ``X``).
+    """
+
+    net: object
+    states: list
+    weights: list
+    head: nn.Module
+    sample_shape: object = None
