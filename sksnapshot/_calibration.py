@@ -6,7 +6,6 @@ Classification: temperature scaling of the ensemble's *combined* log-probabiliti
 """
 
 import numpy as np
-import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
@@ -168,8 +167,7 @@ def apply_temperature(log_probas, temperature):
     if not np.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
     # The kernel's arithmetic (what predict_proba and the exported module compute).
-    log_probas = torch.tensor(_check_log_probas(log_probas))
-    return temper(floor_log(log_probas), float(temperature)).numpy()
+    return temper(floor_log(_check_log_probas(log_probas)), temperature)
 
 
 def fit_variance_scale(mean, variance, y, target_variance=None):

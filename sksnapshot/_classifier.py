@@ -307,14 +307,12 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         return LogLoss.of(probas, y)
 
     def _fit_calibration(self, X_valid, y_valid):
-        proba = normalise(torch.from_numpy(self._weighted_outputs(X_valid)))
-        return fit_temperature(log_proba(proba).numpy(), y_valid)
+        return fit_temperature(log_proba(normalise(self._weighted_outputs(X_valid))), y_valid)
 
     def _calibrated(self, proba):
         """Normalised, temperature-scaled, finite probabilities from a weighted average."""
         # A row that is not finite stays so through the head, so the check may come last.
-        return self._check_finite(self._prediction_head().calibrate(torch.from_numpy(proba))
-                                  .numpy())
+        return self._check_finite(self._prediction_head().calibrate(proba))
 
     def _encode_targets(self, y):
         """Map labels to indices of ``classes_``; unseen labels are an error."""
@@ -465,7 +463,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
 
         out = self._reduced_outputs(X, reduce)
         result = Bunch(**{name: out[:, i] for i, name in enumerate(names)})
-        result.proba = normalise(torch.from_numpy(out[:, len(names):])).numpy()
+        result.proba = normalise(out[:, len(names):])
         return result
 
     def to_torch(self):

@@ -1,12 +1,11 @@
-"""The one predictive kernel: the members' outputs to the ensemble's prediction, in torch.
+"""The one predictive kernel: the members' outputs to the ensemble's prediction.
 
 Prediction (``predict_proba``, ``predict``, the calibration's inputs),
 export (``to_torch``) and the distillation teacher all combine the members
-here, in whatever dtype they hand in (float64 NumPy-backed tensors for
-prediction, the module's float32 in an exported graph):
+with these functions:
 
 - :func:`weighted_sum` of the members' outputs (after the net's predict
-  nonlinearity), with Python-float weights;
+  nonlinearity), streamed one member at a time;
 - classifier: :func:`normalise`, then :func:`temper` of :func:`log_proba`
   (the one log floor, :data:`PROBA_FLOOR`) by the temperature;
   :class:`ProbaHead` is that chain;
@@ -15,16 +14,21 @@ prediction, the module's float32 in an exported graph):
   law of total variance), the variance scale; :class:`GaussianHead` is that
   chain.
 
-The heads are small stateless ``nn.Module`` s whose settings are Python
-constants and whose branches are decided when they are built, so that
-``torch.export`` and ONNX trace them. :class:`EnsembleSpec` is what an
-estimator hands to the modules that build on the kernel (export,
-distillation): its predicting states, their weights and a head.
+Each function takes torch tensors (an exported graph, in the module's
+float32) or NumPy arrays (the estimators' float64 prediction) and computes
+with that library's operations: the same arithmetic in the same order, so
+that ``predict_proba`` keeps the bits it had when its NumPy code was its
+own (saved-file fixtures compare them exactly; torch's ``exp`` rounds
+differently from NumPy's in a few values of a thousand). The heads are small
+stateless ``nn.Module`` s whose settings are Python constants and whose
+branches are decided when they are built, so that ``torch.export`` and ONNX
+trace them. :class:`EnsembleSpec` is what an estimator hands to the modules
+that build on the kernel (export, distillation).
 """
 
-import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,17 +52,27 @@ __all__ = [
 # Probabilities are floored here before their log (scikit-learn's historical 1e-15):
 # an exact 0 stays finite under a temperature, and -inf never reaches a softmax.
 PROBA_FLOOR = 1e-15
-LOG_PROBA_FLOOR = math.log(PROBA_FLOOR)
+LOG_PROBA_FLOOR = float(np.log(PROBA_FLOOR))
 # Log-variances are clipped to +-20 (variances e^-20 .. e^20) in training, prediction,
 # export and distillation alike: one huge residual cannot blow a variance up to infinity.
 LOG_VAR_BOUND = 20.0
 
 
+def _xp(a):
+    """The library of ``a``: torch for a tensor, else NumPy (same names for what is used here)."""
+    return torch if isinstance(a, torch.Tensor) else np
+
+
 def weighted_sum(outputs, weights):
-    """``sum_m weights[m] * outputs[m]``; ``outputs`` any iterable (consumed once)."""
+    """``sum_m weights[m] * outputs[m]``; ``outputs`` any iterable, consumed one at a time."""
     total = None
     for w, out in zip(weights, outputs):
-        total = out * w if total is None else torch.add(total, out, alpha=w)
+        if total is None:
+            total = out * w
+        elif isinstance(total, torch.Tensor):
+            total = torch.add(total, out, alpha=w)
+        else:
+            total = total + w * out
     return total
 
 
@@ -69,22 +83,29 @@ def normalise(proba):
     Softmax rows in float32 sum to 1 only to ~1e-7; consumers such as
     scikit-learn's ``log_loss`` check to a tighter tolerance.
     """
-    return proba / proba.sum(dim=-1, keepdim=True)
+    return proba / proba.sum(axis=-1, keepdims=True)
 
 
 def floor_log(log_p):
     """Log-probabilities floored at ``log(PROBA_FLOOR)`` (``-inf`` included)."""
-    return log_p.clamp_min(LOG_PROBA_FLOOR)
+    return log_p.clip(min=LOG_PROBA_FLOOR)
 
 
 def log_proba(proba):
     """``log(max(proba, PROBA_FLOOR))``."""
-    return floor_log(torch.log(proba))
+    return _xp(proba).log(proba.clip(min=PROBA_FLOOR))
 
 
 def temper(log_p, temperature):
-    """``softmax(log_p / temperature)`` over the classes."""
-    return torch.softmax(log_p / temperature, dim=-1)
+    """``softmax(log_p / temperature)`` over the classes, as ``exp(log_softmax)``.
+
+    The log-softmax is SciPy's, step for step (max subtracted, log of the
+    summed exponentials subtracted); ``log_p`` is finite (floored) or NaN.
+    """
+    xp = _xp(log_p)
+    z = log_p / temperature
+    z = z - xp.amax(z, axis=-1, keepdims=True)
+    return xp.exp(z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True)))
 
 
 class ProbaHead(nn.Module):
@@ -112,11 +133,11 @@ class ProbaHead(nn.Module):
 # -- regression ----------------------------------------------------------------------
 def clamp_log_variance(log_var):
     """Log-variances clipped to ``[-LOG_VAR_BOUND, LOG_VAR_BOUND]``."""
-    return log_var.clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND)
+    return log_var.clip(-LOG_VAR_BOUND, LOG_VAR_BOUND)
 
 
 def split_outputs(outputs, n_outputs, gaussian):
-    """A member's ``(means, variances)`` from its raw outputs; variances None without a head.
+    """Members' ``(means, variances)`` from their raw outputs; variances None without a head.
 
     Mean-variance members return the means in their first ``n_outputs``
     columns and log-variances in the rest (:class:`~sksnapshot.GaussianNLLCriterion`).
@@ -124,21 +145,23 @@ def split_outputs(outputs, n_outputs, gaussian):
     means = outputs[..., :n_outputs]
     if not gaussian:
         return means, None
-    return means, clamp_log_variance(outputs[..., n_outputs:]).exp()
+    return means, _xp(outputs).exp(clamp_log_variance(outputs[..., n_outputs:]))
 
 
 def mixture(means, variances, weights):
     """``(mean, aleatoric, epistemic)`` of a weighted mixture (law of total variance).
 
-    ``means`` (and ``variances``, or None for members without them) hold one
-    entry per member: a list of tensors, or a tensor whose first axis is the
-    member. ``aleatoric = sum_m w_m var_m`` (zeros without variances),
-    ``epistemic = sum_m w_m (mean_m - mean)^2``.
+    ``means`` (and ``variances``, or None for members without them) stack
+    the members on their first axis; ``weights``, summing to 1, has one
+    entry a member. ``aleatoric = sum_m w_m var_m`` (zeros without
+    variances), ``epistemic = sum_m w_m (mean_m - mean)^2``.
     """
-    mean = weighted_sum(means, weights)
-    epistemic = weighted_sum(((m - mean) ** 2 for m in means), weights)
-    aleatoric = (torch.zeros_like(mean) if variances is None
-                 else weighted_sum(variances, weights))
+    xp = _xp(means)
+    w = xp.asarray(weights, dtype=means.dtype)
+    mean = xp.tensordot(w, means, 1)
+    epistemic = xp.tensordot(w, (means - mean) ** 2, 1)
+    aleatoric = (xp.zeros_like(mean) if variances is None
+                 else xp.tensordot(w, variances, 1))
     return mean, aleatoric, epistemic
 
 
@@ -172,19 +195,17 @@ class GaussianHead(nn.Module):
         self.form = form
 
     def parts(self, outputs, weights):
-        """``(mean, aleatoric, epistemic)`` of the members' raw outputs, before the scale."""
-        split = [split_outputs(out, self.n_outputs, self.gaussian) for out in outputs]
-        variances = [v for _, v in split] if self.gaussian else None
-        return mixture([m for m, _ in split], variances, weights)
+        """``(mean, aleatoric, epistemic)`` of the members' stacked raw outputs, unscaled."""
+        means, variances = split_outputs(outputs, self.n_outputs, self.gaussian)
+        return mixture(means, variances, weights)
 
     def _shaped(self, a):
         return a[:, 0] if self.single_output else a
 
     def forward(self, outputs, weights):
-        if self.form == "mean":  # no variance in the graph
-            means = (split_outputs(out, self.n_outputs, False)[0] for out in outputs)
-            return self._shaped(weighted_sum(means, weights))
-        mean, aleatoric, epistemic = self.parts(outputs, weights)
+        mean, aleatoric, epistemic = self.parts(torch.stack(list(outputs)), weights)
+        if self.form == "mean":
+            return self._shaped(mean)
         variance = self.variance_scale * (aleatoric + epistemic)
         if self.form == "moments":
             return torch.cat([mean, variance], dim=1) if self.gaussian else mean

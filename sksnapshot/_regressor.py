@@ -14,6 +14,7 @@ from ._export import EnsembleRegressorModule, to_torch_module
 from ._kernel import GaussianHead, split_outputs
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._training import template
+from .metrics import variance_decomposition
 from .selection import regression_member_scores
 from .selection._regression import RegressionLoss
 from .selection._rules import REGRESSION_SELECTIONS
@@ -206,17 +207,17 @@ feature_names_in_, sample_shape_
     def _mixture(self, X):
         """The mixture's mean and uncalibrated variance parts, per row and target.
 
-        One pass in batches; per batch, the kernel's mixture of the members'
-        means and variances (:meth:`~sksnapshot._kernel.GaussianHead.parts`, float64;
-        never O(members x rows) memory). Returns a Bunch of ``mean``,
-        ``total``, ``aleatoric``, ``epistemic``.
+        One pass in batches; per batch, :func:`~sksnapshot.metrics.variance_decomposition`
+        (the kernel's mixture) of the members' means and variances (never
+        O(members x rows) memory). Returns a Bunch of ``mean``, ``total``,
+        ``aleatoric``, ``epistemic``.
         """
         k = self.n_outputs_
-        head = GaussianHead(k, self.gaussian_)
 
         def reduce(outputs, weights):
-            parts = head.parts(torch.from_numpy(outputs), [float(w) for w in weights])
-            return torch.cat(parts, dim=-1).numpy()
+            means, variances = self._split(outputs)
+            parts = variance_decomposition(means, variances, weights)
+            return np.concatenate([parts.mean, parts.aleatoric, parts.epistemic], axis=1)
 
         out = self._reduced_outputs(X, reduce)
         mean, aleatoric, epistemic = out[:, :k], out[:, k:2 * k], out[:, 2 * k:]
