@@ -143,7 +143,14 @@ class BaseSnapshotEnsemble(BaseEstimator):
     - ``_default_weighting`` and ``_default_calibration``: what "auto" means;
       ``_fit_calibration(X_valid, y_valid)``: the calibration of the combined
       prediction fitted on validation rows, kept as ``_calibration_attribute``
-      (1.0 without validation rows or with ``calibration=None``).
+      (1.0 without validation rows or with ``calibration=None``);
+    - export and distillation (the last section of this class): the kernel
+      heads ``_prediction_head(return_std)`` and ``_target_head()``,
+      ``_soft_targets(X)``, ``_student_criterion(net)``,
+      ``_fit_soft_calibration(X_valid, targets)``, ``_data_kwargs()`` and
+      ``_data_attributes``; ``_export.py`` and ``_distill.py`` get an
+      ``EnsembleSpec`` and a ``DistillationSource`` built from them, never
+      the estimator.
     """
 
     _target_checks = {}

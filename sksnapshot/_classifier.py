@@ -530,9 +530,9 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         init : {"snapshot", "scratch"}, default="snapshot"
             Start from the heaviest member (the averaged model with
             ``combine="weights"``), or from freshly initialised weights.
-            Starting from the snapshot gave the lower test log-loss on 5 of
-            the 6 tasks of ``benchmarks/distill.py`` (0.0007 higher on the
-            sixth; ``results/distill.md``) and stopped earlier.
+            Starting from the snapshot mostly gave the lower test log-loss
+            and stopped earlier (the user guide's "Serving: export and
+            distillation" gives the measurement).
         max_epochs : int, default=None
             The student's budget; None: the net's ``max_epochs``.
         patience : int, default=5

@@ -55,6 +55,11 @@ def test_proba_head_averages_normalises_and_tempers():
     # softmax(log p / 2) = sqrt(p) / sum(sqrt(p)): sqrt(0.8) is twice sqrt(0.2).
     np.testing.assert_allclose(ProbaHead(2.0)(outputs, [0.5, 0.5]), [[2 / 3, 1 / 3]])
     np.testing.assert_allclose(temper(torch.log(_t([[0.8, 0.2]])), 2.0), [[2 / 3, 1 / 3]])
+    # The same arithmetic on NumPy arrays as on tensors (the libraries' exp may differ
+    # in the last bit).
+    log_p = np.log(np.random.default_rng(0).dirichlet(np.ones(4), size=50))
+    np.testing.assert_allclose(temper(log_p, 1.7), temper(torch.from_numpy(log_p), 1.7),
+                               rtol=1e-14)
 
 
 def test_the_one_log_floor():
@@ -79,11 +84,16 @@ def test_the_one_log_variance_clamp():
 
 
 def test_mixture_is_the_law_of_total_variance():
-    mean, aleatoric, epistemic = mixture([_t([0.0]), _t([2.0])], [_t([1.0]), _t([3.0])],
-                                         [0.25, 0.75])
+    # Members on the first axis: two members, one row.
+    means, variances = _t([[0.0], [2.0]]), _t([[1.0], [3.0]])
+    mean, aleatoric, epistemic = mixture(means, variances, [0.25, 0.75])
     # mean 1.5; aleatoric 0.25 * 1 + 0.75 * 3; epistemic 0.25 * 1.5^2 + 0.75 * 0.5^2.
     np.testing.assert_allclose([mean, aleatoric, epistemic], [[1.5], [2.5], [0.75]])
-    assert float(mixture([_t([1.0])], None, [1.0])[1]) == 0.0
+    assert float(mixture(_t([[1.0]]), None, [1.0])[1]) == 0.0
+    # NumPy arrays in, NumPy arrays out: the same function serves float64 prediction.
+    parts = mixture(means.numpy(), variances.numpy(), np.array([0.25, 0.75]))
+    assert all(isinstance(p, np.ndarray) for p in parts)
+    np.testing.assert_array_equal(parts, [[1.5], [2.5], [0.75]])
 
 
 def test_gaussian_head_forms():
