@@ -157,7 +157,10 @@ def mixture(means, variances, weights):
     variances), ``epistemic = sum_m w_m (mean_m - mean)^2``.
     """
     xp = _xp(means)
-    w = xp.asarray(weights, dtype=means.dtype)
+    if xp is torch:  # on the members' device (an exported module may be moved to a GPU)
+        w = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
+    else:
+        w = np.asarray(weights, dtype=means.dtype)
     mean = xp.tensordot(w, means, 1)
     epistemic = xp.tensordot(w, (means - mean) ** 2, 1)
     aleatoric = (xp.zeros_like(mean) if variances is None
