@@ -205,14 +205,17 @@ class GaussianHead(nn.Module):
     def _shaped(self, a):
         return a[:, 0] if self.single_output else a
 
-    def forward(self, outputs, weights):
-        mean, aleatoric, epistemic = self.parts(torch.stack(list(outputs)), weights)
+    def predictive(self, mean, aleatoric, epistemic):
+        """What ``form`` names, from the mixture's parts (:meth:`parts`)."""
         if self.form == "mean":
             return self._shaped(mean)
         variance = self.variance_scale * (aleatoric + epistemic)
         if self.form == "moments":
-            return torch.cat([mean, variance], dim=1) if self.gaussian else mean
-        return self._shaped(mean), self._shaped(torch.sqrt(variance))
+            return _xp(mean).concatenate([mean, variance], 1) if self.gaussian else mean
+        return self._shaped(mean), self._shaped(_xp(variance).sqrt(variance))
+
+    def forward(self, outputs, weights):
+        return self.predictive(*self.parts(torch.stack(list(outputs)), weights))
 
 
 # -- what an estimator hands to export and distillation --------------------------------

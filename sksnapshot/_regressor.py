@@ -253,13 +253,12 @@ feature_names_in_, sample_shape_
         y_std : ndarray of the same shape
             Only with ``return_std=True``.
         """
-        X = self._validate_X_predict(X)
-        parts = self._mixture(X)
-        mean, variance = parts.mean, getattr(self, "variance_scale_", 1.0) * parts.total
-        squeeze = (lambda a: a[:, 0]) if self._single_output else (lambda a: a)
-        if not return_std:
-            return squeeze(mean)
-        return squeeze(mean), squeeze(np.sqrt(variance))
+        return self._predicted(X, self._prediction_head(return_std))
+
+    def _predicted(self, X, head):
+        """What the kernel ``head`` makes of the members' mixture on ``X``."""
+        parts = self._mixture(self._validate_X_predict(X))
+        return head.predictive(parts.mean, parts.aleatoric, parts.epistemic)
 
     def predict_uncertainty(self, X):
         r"""The predictive variance per row, split into aleatoric and epistemic parts.
@@ -393,10 +392,7 @@ feature_names_in_, sample_shape_
         return self._head("moments")
 
     def _soft_targets(self, X):
-        mean, std = self.predict(X, return_std=True)
-        mean, std = (a.reshape(len(a), self.n_outputs_) for a in (mean, std))
-        out = np.hstack([mean, std ** 2]) if self.gaussian_ else mean
-        return out.astype(np.float32)
+        return self._predicted(X, self._target_head()).astype(np.float32)
 
     def _student_criterion(self, net):
         return GaussianMatch() if self.gaussian_ else torch.nn.MSELoss()
