@@ -253,11 +253,12 @@ feature_names_in_, sample_shape_
         y_std : ndarray of the same shape
             Only with ``return_std=True``.
         """
+        X = self._validate_X_predict(X)  # NotFittedError before the head reads fitted values
         return self._predicted(X, self._prediction_head(return_std))
 
     def _predicted(self, X, head):
-        """What the kernel ``head`` makes of the members' mixture on ``X``."""
-        parts = self._mixture(self._validate_X_predict(X))
+        """What the kernel ``head`` makes of the members' mixture on validated rows ``X``."""
+        parts = self._mixture(X)
         return head.predictive(parts.mean, parts.aleatoric, parts.epistemic)
 
     def predict_uncertainty(self, X):
@@ -392,6 +393,7 @@ feature_names_in_, sample_shape_
         return self._head("moments")
 
     def _soft_targets(self, X):
+        X = self._validate_X_predict(X)
         return self._predicted(X, self._target_head()).astype(np.float32)
 
     def _student_criterion(self, net):
