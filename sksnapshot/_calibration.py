@@ -9,6 +9,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from ._kernel import LOG_PROBA_FLOOR, floor_log, temper
+
 __all__ = ["apply_temperature", "fit_temperature", "fit_variance_scale"]
 
 # Temperatures are searched in [1 / _T_BOUND, _T_BOUND] (on a log scale).
@@ -48,8 +50,8 @@ def _check_log_probas(log_probas, y=None):
 
 
 def _floor(log_probas):
-    """Replace -inf (a probability of exactly 0) by log(1e-15), sklearn's historical floor."""
-    return np.maximum(log_probas, np.log(1e-15))
+    """Replace -inf (a probability of exactly 0) by log(1e-15), the kernel's floor."""
+    return np.maximum(log_probas, LOG_PROBA_FLOOR)
 
 
 def _tempered_nll(log_probas, y, temperature):
@@ -144,7 +146,8 @@ def apply_temperature(log_probas, temperature):
     Parameters
     ----------
     log_probas : array-like of shape (n_samples, n_classes)
-        Log-probabilities (or logits) of the combined ensemble.
+        Log-probabilities (or logits) of the combined ensemble; ``-inf`` (a
+        probability of 0) is floored at ``log(1e-15)``.
     temperature : float
         A positive temperature, e.g. from :func:`fit_temperature`.
 
@@ -163,8 +166,8 @@ def apply_temperature(log_probas, temperature):
     """
     if not np.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
-    log_probas = _floor(_check_log_probas(log_probas))
-    return np.exp(log_softmax(log_probas / temperature, axis=1))
+    # The kernel's arithmetic (what predict_proba and the exported module compute).
+    return temper(floor_log(_check_log_probas(log_probas)), temperature)
 
 
 def fit_variance_scale(mean, variance, y, target_variance=None):

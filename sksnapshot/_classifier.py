@@ -8,10 +8,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
-from ._calibration import apply_temperature, fit_temperature
+from ._calibration import fit_temperature
 from ._compat import StrOptions
-from ._distill import distill_ensemble
-from ._export import to_torch_module
+from ._distill import SoftTargetCrossEntropy, distill_ensemble
+from ._export import EnsembleClassifierModule, to_torch_module
+from ._kernel import ProbaHead, log_proba, normalise
 from ._modules import MLPModule
 from .metrics import disagreement_matrix, uncertainty_decomposition
 from .selection import member_scores
@@ -47,20 +48,6 @@ def default_classifier_net(module=MLPModule):
     """
     return NeuralNetClassifier(module, criterion=torch.nn.CrossEntropyLoss, lr=0.1,
                                **DEFAULT_NET_PARAMS)
-
-
-def _log(proba):
-    """Log-probabilities for temperature scaling; exact zeros stay finite."""
-    return np.log(np.maximum(proba, 1e-300))
-
-
-def _normalise(proba):
-    """Rows summing to 1 in float64 (NaN rows stay NaN, for the caller to refuse).
-
-    float32 softmax rows sum to 1 only to ~1e-7; consumers such as sklearn's
-    log_loss check to a tighter tolerance.
-    """
-    return proba / proba.sum(axis=1, keepdims=True)
 
 
 class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
@@ -320,15 +307,12 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         return LogLoss.of(probas, y)
 
     def _fit_calibration(self, X_valid, y_valid):
-        return fit_temperature(_log(_normalise(self._weighted_outputs(X_valid))), y_valid)
+        return fit_temperature(log_proba(normalise(self._weighted_outputs(X_valid))), y_valid)
 
     def _calibrated(self, proba):
         """Normalised, temperature-scaled, finite probabilities from a weighted average."""
-        proba = self._check_finite(_normalise(proba))
-        temperature = getattr(self, "temperature_", 1.0)  # format-1 files have none
-        if temperature != 1.0:
-            proba = apply_temperature(_log(proba), temperature)
-        return proba
+        # A row that is not finite stays so through the head, so the check may come last.
+        return self._check_finite(self._prediction_head().calibrate(proba))
 
     def _encode_targets(self, y):
         """Map labels to indices of ``classes_``; unseen labels are an error."""
@@ -479,7 +463,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
 
         out = self._reduced_outputs(X, reduce)
         result = Bunch(**{name: out[:, i] for i, name in enumerate(names)})
-        result.proba = _normalise(out[:, len(names):])
+        result.proba = normalise(out[:, len(names):])
         return result
 
     def to_torch(self):
@@ -512,7 +496,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         >>> bool(np.allclose(module(torch.from_numpy(X)), clf.predict_proba(X), atol=1e-5))
         True
         """
-        return to_torch_module(self)
+        return to_torch_module(self._ensemble_spec(self._prediction_head),
+                               EnsembleClassifierModule)
 
     def distill(self, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
                 init="snapshot", max_epochs=None, patience=5, random_state=None):
@@ -545,9 +530,9 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         init : {"snapshot", "scratch"}, default="snapshot"
             Start from the heaviest member (the averaged model with
             ``combine="weights"``), or from freshly initialised weights.
-            Starting from the snapshot gave the lower test log-loss on 5 of
-            the 6 tasks of ``benchmarks/distill.py`` (0.0007 higher on the
-            sixth; ``results/distill.md``) and stopped earlier.
+            Starting from the snapshot mostly gave the lower test log-loss
+            and stopped earlier (the user guide's "Serving: export and
+            distillation" gives the measurement).
         max_epochs : int, default=None
             The student's budget; None: the net's ``max_epochs``.
         patience : int, default=5
@@ -576,7 +561,27 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         >>> len(student.snapshots_), student.score(X, y) > 0.8
         (1, True)
         """
-        return distill_ensemble(self, X, X_valid=X_valid, y_valid=y_valid,
+        return distill_ensemble(self._distillation_source(), X, X_valid=X_valid, y_valid=y_valid,
                                 validation_fraction=validation_fraction, init=init,
                                 max_epochs=max_epochs, patience=patience,
                                 random_state=random_state)
+
+    # -- what export and distillation ask of a classifier (see BaseSnapshotEnsemble) --
+    _data_attributes = ("classes_", *BaseSnapshotEnsemble._data_attributes)
+
+    def _data_kwargs(self):
+        return {"n_classes": len(self.classes_)}
+
+    def _prediction_head(self, return_std=False):
+        return ProbaHead(getattr(self, "temperature_", 1.0))  # format-1 files have none
+
+    def _soft_targets(self, X):
+        return self.predict_proba(X).astype(np.float32)
+
+    def _student_criterion(self, net):
+        logits = (net.predict_nonlinearity == "auto"
+                  and isinstance(net.criterion_, torch.nn.CrossEntropyLoss))
+        return SoftTargetCrossEntropy(logits, net._get_predict_nonlinearity())
+
+    def _fit_soft_calibration(self, X_valid, targets):
+        return self._fit_calibration(X_valid, targets)  # fit_temperature takes probabilities

@@ -12,30 +12,65 @@ estimator of the same class with one member: predicting costs one forward pass.
 """
 
 import math
+from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.base import clone
 from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.helper import predefined_split
 from skorch.utils import is_dataset, to_tensor
 
-from ._calibration import fit_temperature, fit_variance_scale
-from ._callbacks import copy_state_dict
+from ._callbacks import SnapshotRecord, copy_state_dict
 from ._compat import Interval, StrOptions, validate_params
 from ._export import to_torch_module
 from ._inputs import n_samples, take_rows
-from ._modules import GaussianNLLCriterion
+from ._kernel import clamp_log_variance, log_proba
 from ._split import validation_split
-from ._training import build_net, torch_seed
+from ._training import torch_seed
 
-__all__ = ["distill_ensemble"]
+__all__ = ["DistillationSource", "GaussianMatch", "SoftTargetCrossEntropy",
+           "distill_ensemble"]
 
-# Probabilities are floored here before their log (a module that returns them, NLLLoss).
-_EPS = 1e-12
+
+@dataclass(frozen=True)
+class DistillationSource:
+    """What distillation asks of a fitted estimator, which builds it (``_distillation_source``).
+
+    Attributes
+    ----------
+    validate : callable
+        ``X -> X`` checked as ``predict`` checks it (``NotFittedError`` first).
+    soft_targets : callable
+        In-memory rows -> the ensemble's calibrated predictions as float32
+        training targets ``(n_rows, width)``.
+    spec : callable
+        ``() ->`` the :class:`~sksnapshot._kernel.EnsembleSpec` whose head
+        computes those targets: the teacher of a Dataset's batches, and the
+        states a student may start from.
+    student_net : callable
+        ``() ->`` an unfitted net, built as the estimator's ``fit`` built its own.
+    criterion : callable
+        ``net ->`` the loss of the student's outputs against the targets.
+    fit_student : callable
+        ``(net, record, X_valid, y_valid, soft_targets) ->`` a fitted
+        estimator of the teacher's class whose one member is ``net``'s module
+        (``BaseSnapshotEnsemble._fit_student``).
+    random_state, verbose
+        The estimator's settings of these names.
+    """
+
+    validate: Callable
+    soft_targets: Callable
+    spec: Callable
+    student_net: Callable
+    criterion: Callable
+    fit_student: Callable
+    random_state: object
+    verbose: int
 
 
 class SoftTargetCrossEntropy(torch.nn.Module):
@@ -55,7 +90,7 @@ class SoftTargetCrossEntropy(torch.nn.Module):
         if self.logits:
             log_q = torch.log_softmax(y_pred, dim=1)
         else:
-            log_q = torch.log(self.nonlinearity(y_pred).clamp_min(_EPS))
+            log_q = log_proba(self.nonlinearity(y_pred))
         return -(y_true * log_q).sum(dim=1).mean()
 
 
@@ -70,8 +105,7 @@ class GaussianMatch(torch.nn.Module):
 
     def forward(self, y_pred, y_true):
         k = y_true.shape[1] // 2
-        bound = GaussianNLLCriterion.LOG_VAR_BOUND
-        log_var = y_pred[:, k:].clamp(-bound, bound)
+        log_var = clamp_log_variance(y_pred[:, k:])
         sq = y_true[:, k:] + (y_true[:, :k] - y_pred[:, :k]) ** 2
         return 0.5 * (log_var + sq / log_var.exp()).mean()
 
@@ -82,20 +116,11 @@ class _Teacher:
     Not a ``torch.nn.Module``: skorch would take it for a part of the student.
     """
 
-    def __init__(self, estimator, device):
-        self.classifier = hasattr(estimator, "classes_")
-        self.gaussian = getattr(estimator, "gaussian_", False)
-        self.n_outputs = getattr(estimator, "n_outputs_", None)
-        self.ensemble = to_torch_module(estimator, return_std=self.gaussian).to(device)
+    def __init__(self, spec, device):
+        self.ensemble = to_torch_module(spec).to(device)
 
     def __call__(self, x):
-        out = self.ensemble(**x) if isinstance(x, dict) else self.ensemble(x)
-        if self.classifier:
-            return out
-        if not self.gaussian:
-            return out.reshape(len(out), self.n_outputs)
-        mean, std = (a.reshape(len(a), self.n_outputs) for a in out)
-        return torch.cat([mean, std ** 2], dim=1)
+        return self.ensemble(**x) if isinstance(x, dict) else self.ensemble(x)
 
 
 class StudentNet(NeuralNet):
@@ -119,26 +144,7 @@ class StudentNet(NeuralNet):
         return super().get_loss(y_pred, y_true, X=X, training=training)
 
 
-def _targets(estimator, X):
-    """The ensemble's calibrated predictions on in-memory rows, as training targets."""
-    if hasattr(estimator, "classes_"):
-        return estimator.predict_proba(X).astype(np.float32)
-    mean, std = estimator.predict(X, return_std=True)
-    mean, std = (a.reshape(len(a), estimator.n_outputs_) for a in (mean, std))
-    out = np.hstack([mean, std ** 2]) if estimator.gaussian_ else mean
-    return out.astype(np.float32)
-
-
-def _criterion(estimator, net):
-    """The soft-target loss matching the net's outputs."""
-    if not hasattr(estimator, "classes_"):
-        return GaussianMatch() if estimator.gaussian_ else torch.nn.MSELoss()
-    logits = (net.predict_nonlinearity == "auto"
-              and isinstance(net.criterion_, torch.nn.CrossEntropyLoss))
-    return SoftTargetCrossEntropy(logits, net._get_predict_nonlinearity())
-
-
-def _trainer(estimator, net, rows, valid, teacher, max_epochs, patience):
+def _trainer(source, net, rows, valid, teacher, max_epochs, patience):
     """The skorch net that trains ``net.module_`` in place (the template's optimizer and loaders).
 
     One cosine decay of the learning rate per batch, over ``max_epochs``;
@@ -154,8 +160,8 @@ def _trainer(estimator, net, rows, valid, teacher, max_epochs, patience):
     if valid is not None:
         callbacks.append(("stop", EarlyStopping(patience=patience, load_best=True)))
     return StudentNet(
-        net.module_, criterion=_criterion(estimator, net), teacher=teacher,
-        max_epochs=max_epochs, callbacks=callbacks, verbose=estimator.verbose,
+        net.module_, criterion=source.criterion(net), teacher=teacher,
+        max_epochs=max_epochs, callbacks=callbacks, verbose=source.verbose,
         train_split=None if valid is None else predefined_split(net.get_dataset(*valid)),
         **copied,
     )
@@ -169,56 +175,30 @@ def _split(X, valid_rows, validation_fraction, rng):
     return validation_split(np.zeros(n, dtype=np.int64), validation_fraction, rng)
 
 
-def _student_estimator(estimator, net, history_best):
-    """A fitted estimator of the estimator's class whose one member is ``net``'s module."""
-    student = clone(estimator).set_params(
-        n_snapshots=1, n_members=None, selection="all", combine="proba", n_runs=1,
-        bootstrap=False, checkpoint_dir=None)
-    for name in ("classes_", "n_outputs_", "gaussian_", "_single_output", "n_features_in_",
-                 "feature_names_in_", "sample_shape_"):
-        if hasattr(estimator, name):
-            setattr(student, name, getattr(estimator, name))
-    history = net.history
-    steps = [sum("train_loss" in b for b in row["batches"]) for row in history]
-    student.net_ = net
-    student.snapshots_ = [copy_state_dict(net.module_)]
-    student.snapshot_runs_ = [0]
-    student.snapshot_epochs_ = [history_best]
-    # The optimizer step after which the kept weights were there, counted as fit counts.
-    student.snapshot_iterations_ = [sum(steps[:history_best]) - 1]
-    student.n_iter_ = sum(steps)
-    student.n_iter_planned_ = max(student.n_iter_, steps[0] * net.max_epochs)
-    student.divergences_ = []
-    student.members_, student.weights_ = np.array([0]), np.array([1.0])
-    student.averaged_state_ = None
-    for name in student._validation_attributes:  # chosen on no validation rows
-        setattr(student, name, None)
-    return student
+class StudentRecord(SnapshotRecord):
+    """A student's training as the estimators keep a run's: one snapshot, the kept weights.
 
-
-def _calibrate(student, X_valid, t_valid, y_valid):
-    """The student's own temperature or variance scale on the held-out rows.
-
-    Against the labels ``y_valid`` where given, as ``fit`` calibrates;
-    otherwise against the ensemble's predictions ``t_valid`` (soft targets).
+    Early stopping ends the training as planned, so it is never an interruption.
     """
-    # 1.0 without rows or calibration; else the uncalibrated predictions come first.
-    setattr(student, student._calibration_attribute, 1.0)
-    if X_valid is None or student._calibration() is None:
-        return
-    if hasattr(student, "classes_"):
-        log_p = np.log(np.maximum(student.predict_proba(X_valid), 1e-300))
-        target = student._encode_targets(y_valid) if y_valid is not None else t_valid
-        student.temperature_ = fit_temperature(log_p, target)
-        return
-    parts = student._mixture(X_valid)
-    if y_valid is not None:
-        scale = fit_variance_scale(parts.mean, parts.total, student._encode_targets(y_valid))
-    else:
-        k = student.n_outputs_
-        scale = fit_variance_scale(parts.mean, parts.total, t_valid[:, :k],
-                                   target_variance=t_valid[:, k:] if student.gaussian_ else None)
-    student.variance_scale_ = scale
+
+    @property
+    def interrupted(self):
+        return False
+
+
+def _record(net, best_epoch):
+    """The :class:`StudentRecord` of ``net``'s training, holding ``best_epoch``'s weights."""
+    steps = [sum("train_loss" in b for b in row["batches"]) for row in net.history]
+    return StudentRecord(
+        snapshots=[copy_state_dict(net.module_)],
+        snapshot_epochs=[best_epoch],
+        # The optimizer step after which the kept weights were there, counted as fit counts.
+        snapshot_iterations=[sum(steps[:best_epoch]) - 1],
+        divergences=[],
+        n_iter_planned=max(sum(steps), steps[0] * net.max_epochs),
+        n_iter=sum(steps),
+        n_cycles=1,
+    )
 
 
 @validate_params(
@@ -233,58 +213,50 @@ def _check_settings(init, validation_fraction, max_epochs, patience, random_stat
     """Validate ``distill``'s settings as scikit-learn validates parameters."""
 
 
-def distill_ensemble(estimator, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
+def distill_ensemble(source, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
                      init="snapshot", max_epochs=None, patience=5, random_state=None):
-    """See the estimators' ``distill``."""
+    """See the estimators' ``distill``; ``source`` is their :class:`DistillationSource`."""
     _check_settings(init=init, validation_fraction=validation_fraction, max_epochs=max_epochs,
                     patience=patience, random_state=random_state)
-    X = estimator._validate_X_predict(X)  # NotFittedError, and predict's input errors
+    X = source.validate(X)  # NotFittedError, and predict's input errors
     if X_valid is not None:
-        X_valid = estimator._validate_X_predict(X_valid)
+        X_valid = source.validate(X_valid)
         if y_valid is not None and len(y_valid) != n_samples(X_valid):
             raise ValueError(f"X_valid has {n_samples(X_valid)} rows but y_valid has "
                              f"{len(y_valid)}.")
     elif y_valid is not None:
         raise ValueError("y_valid labels X_valid; it needs X_valid.")
-    rng = check_random_state(estimator.random_state if random_state is None else random_state)
+    rng = check_random_state(source.random_state if random_state is None else random_state)
     seed = int(rng.randint(np.iinfo(np.int32).max))
 
-    data_kwargs = ({"n_classes": len(estimator.classes_)} if hasattr(estimator, "classes_")
-                   else {"n_outputs": estimator.n_outputs_})
-    if hasattr(estimator, "n_features_in_"):  # fitted on 2-D rows
-        data_kwargs["n_features"] = estimator.n_features_in_
-    net = build_net(estimator, data_kwargs, estimator.sample_shape_)
-    if "n_classes" in data_kwargs and getattr(net, "classes", ()) is None:
-        net.set_params(classes=np.arange(data_kwargs["n_classes"]))
+    net = source.student_net()
     max_epochs = net.max_epochs if max_epochs is None else max_epochs
     net.set_params(verbose=0, train_split=None, max_epochs=max_epochs)  # what the student ran
 
     # In-memory rows: the ensemble's predictions once. A Dataset: the teacher on each batch.
     dataset = is_dataset(X)
-    targets = np.zeros(n_samples(X), np.float32) if dataset else _targets(estimator, X)
+    targets = np.zeros(n_samples(X), np.float32) if dataset else source.soft_targets(X)
     train_idx, valid_idx = _split(X, X_valid, validation_fraction, rng)
     train = take_rows(X, targets, train_idx)
     valid = t_valid = None
     if X_valid is not None:
-        t_valid = _targets(estimator, X_valid)  # also for a Dataset: they calibrate below
+        t_valid = source.soft_targets(X_valid)  # also for a Dataset: they calibrate below
         valid = take_rows(X_valid, t_valid, np.arange(n_samples(X_valid)))
     elif len(valid_idx):
         valid = take_rows(X, targets, valid_idx)
-        t_valid = _targets(estimator, valid[0]) if dataset else targets[valid_idx]
-    teacher = _Teacher(estimator, net.device or "cpu") if dataset else None
+        t_valid = source.soft_targets(valid[0]) if dataset else targets[valid_idx]
+    spec = source.spec()
+    teacher = _Teacher(spec, net.device or "cpu") if dataset else None
 
     with torch_seed(seed):
         net.initialize()
         if init == "snapshot":  # the heaviest member, or the averaged model
-            states, weights = estimator._combined_states()
-            net.module_.load_state_dict(states[int(np.argmax(weights))])
-        trainer = _trainer(estimator, net, len(train_idx), valid, teacher, max_epochs,
-                           patience)
+            net.module_.load_state_dict(spec.states[int(np.argmax(spec.weights))])
+        trainer = _trainer(source, net, len(train_idx), valid, teacher, max_epochs, patience)
         trainer.fit(*train)
     net.history = trainer.history
     # With early stopping the module holds the best epoch's weights (load_best).
     stop = dict(trainer.callbacks_).get("stop")
     best = getattr(stop, "best_epoch_", None) or len(net.history)
-    student = _student_estimator(estimator, net, best)
-    _calibrate(student, None if valid is None else valid[0], t_valid, y_valid)
-    return student
+    return source.fit_student(net, _record(net, best), None if valid is None else valid[0],
+                              y_valid, t_valid)

@@ -25,8 +25,9 @@ from skorch.dataset import unpack_data
 from skorch.utils import is_dataset, multi_indexing, to_tensor
 
 from ._inputs import call_module, first_output, forward_arguments, input_leaves, n_samples
+from ._kernel import weighted_sum
 
-__all__ = ["MemberRunner", "runner_for", "inference_batch_size"]
+__all__ = ["MemberRunner", "inference_batch_size", "meta_replica", "runner_for"]
 
 # Inference keeps no activations for a backward pass, so batches can be far
 # larger than the training batch; bounded by the bytes of the input batch
@@ -35,7 +36,7 @@ _MAX_BATCH_ROWS = 4096
 _MAX_BATCH_BYTES = 16 * 2**20
 
 
-def _meta_replica(module):
+def meta_replica(module):
     """A deep copy of ``module`` whose state tensors are weightless ``meta`` tensors.
 
     Non-persistent buffers (not in the state dict, so not in a snapshot) are
@@ -64,7 +65,7 @@ class _Replica:
     """
 
     def __init__(self, module):
-        self.module = _meta_replica(module)
+        self.module = meta_replica(module)
         self.slots = []
         for key in module.state_dict():
             prefix, _, name = key.rpartition(".")
@@ -226,12 +227,10 @@ class MemberRunner:
         weights = [float(w) for w in weights]
 
         def reduce(outputs):
-            total = None
-            for w, out in zip(weights, outputs):
-                # float64 sums (MPS has none): the same numbers as NumPy's np.average.
-                out = out.to(torch.float64 if out.device.type != "mps" else torch.float32)
-                total = out * w if total is None else total.add_(out, alpha=w)
-            return total.cpu().numpy()
+            # float64 sums (MPS has none): the same numbers as NumPy's np.average.
+            outputs = (out.to(torch.float64 if out.device.type != "mps" else torch.float32)
+                       for out in outputs)
+            return weighted_sum(outputs, weights).cpu().numpy()
 
         return self.map_batches(X, states, reduce, batch_size)
 

@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from ._kernel import LOG_VAR_BOUND, clamp_log_variance
+
 __all__ = ["GaussianNLLCriterion", "MLPModule", "MLPRegressorModule"]
 
 
@@ -107,10 +109,11 @@ class GaussianNLLCriterion(nn.Module):
     0.5
     """
 
-    LOG_VAR_BOUND = 20.0
+    # The kernel's bound, which prediction, export and distillation clip with too.
+    LOG_VAR_BOUND = LOG_VAR_BOUND
 
     def forward(self, y_pred, y_true):
         n_outputs = y_true.shape[1]
         mean, log_var = y_pred[:, :n_outputs], y_pred[:, n_outputs:]
-        var = log_var.clamp(-self.LOG_VAR_BOUND, self.LOG_VAR_BOUND).exp()
+        var = clamp_log_variance(log_var).exp()
         return nn.functional.gaussian_nll_loss(mean, y_true, var, eps=1e-6)

@@ -9,8 +9,9 @@ from skorch import NeuralNetRegressor
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
 from ._calibration import fit_variance_scale
 from ._compat import StrOptions
-from ._distill import distill_ensemble
-from ._export import to_torch_module
+from ._distill import GaussianMatch, distill_ensemble
+from ._export import EnsembleRegressorModule, to_torch_module
+from ._kernel import GaussianHead, split_outputs
 from ._modules import GaussianNLLCriterion, MLPRegressorModule
 from ._training import template
 from .metrics import variance_decomposition
@@ -186,14 +187,10 @@ feature_names_in_, sample_shape_
 
         Takes NumPy arrays or tensors (the streaming prediction path) alike.
         """
-        k = self.n_outputs_
         torch_in = isinstance(outputs, torch.Tensor)
         outputs = outputs if torch_in else torch.as_tensor(outputs)
-        outputs = outputs.to(torch.float64)
-        means, variances = outputs[..., :k], None
-        if self.gaussian_:
-            bound = GaussianNLLCriterion.LOG_VAR_BOUND  # the variances the criterion trained
-            variances = outputs[..., k:].clamp(-bound, bound).exp()
+        means, variances = split_outputs(outputs.to(torch.float64), self.n_outputs_,
+                                         self.gaussian_)
         if torch_in:
             return means, variances
         return means.numpy(), None if variances is None else variances.numpy()
@@ -211,8 +208,9 @@ feature_names_in_, sample_shape_
         """The mixture's mean and uncalibrated variance parts, per row and target.
 
         One pass in batches; per batch, :func:`~sksnapshot.metrics.variance_decomposition`
-        of the members' means and variances (never O(members x rows) memory).
-        Returns a Bunch of ``mean``, ``total``, ``aleatoric``, ``epistemic``.
+        (the kernel's mixture) of the members' means and variances (never
+        O(members x rows) memory). Returns a Bunch of ``mean``, ``total``,
+        ``aleatoric``, ``epistemic``.
         """
         k = self.n_outputs_
 
@@ -255,13 +253,13 @@ feature_names_in_, sample_shape_
         y_std : ndarray of the same shape
             Only with ``return_std=True``.
         """
-        X = self._validate_X_predict(X)
+        X = self._validate_X_predict(X)  # NotFittedError before the head reads fitted values
+        return self._predicted(X, self._prediction_head(return_std))
+
+    def _predicted(self, X, head):
+        """What the kernel ``head`` makes of the members' mixture on validated rows ``X``."""
         parts = self._mixture(X)
-        mean, variance = parts.mean, getattr(self, "variance_scale_", 1.0) * parts.total
-        squeeze = (lambda a: a[:, 0]) if self._single_output else (lambda a: a)
-        if not return_std:
-            return squeeze(mean)
-        return squeeze(mean), squeeze(np.sqrt(variance))
+        return head.predictive(parts.mean, parts.aleatoric, parts.epistemic)
 
     def predict_uncertainty(self, X):
         r"""The predictive variance per row, split into aleatoric and epistemic parts.
@@ -340,7 +338,8 @@ feature_names_in_, sample_shape_
         module : torch.nn.Module
             Independent of the estimator (copies of the members' weights).
         """
-        return to_torch_module(self, return_std=return_std)
+        return to_torch_module(self._ensemble_spec(self._prediction_head, return_std),
+                               EnsembleRegressorModule)
 
     def distill(self, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
                 init="snapshot", max_epochs=None, patience=5, random_state=None):
@@ -371,7 +370,37 @@ feature_names_in_, sample_shape_
             Fitted, with one member and ``n_snapshots=1``: it predicts, saves
             and exports like any fitted ensemble.
         """
-        return distill_ensemble(self, X, X_valid=X_valid, y_valid=y_valid,
+        return distill_ensemble(self._distillation_source(), X, X_valid=X_valid, y_valid=y_valid,
                                 validation_fraction=validation_fraction, init=init,
                                 max_epochs=max_epochs, patience=patience,
                                 random_state=random_state)
+
+    # -- what export and distillation ask of a regressor (see BaseSnapshotEnsemble) --
+    _data_attributes = ("n_outputs_", "gaussian_", "_single_output",
+                        *BaseSnapshotEnsemble._data_attributes)
+
+    def _data_kwargs(self):
+        return {"n_outputs": self.n_outputs_}
+
+    def _head(self, form):
+        return GaussianHead(self.n_outputs_, self.gaussian_,
+                            getattr(self, "variance_scale_", 1.0), self._single_output, form)
+
+    def _prediction_head(self, return_std=False):
+        return self._head("mean_std" if return_std else "mean")
+
+    def _target_head(self):
+        return self._head("moments")
+
+    def _soft_targets(self, X):
+        X = self._validate_X_predict(X)
+        return self._predicted(X, self._target_head()).astype(np.float32)
+
+    def _student_criterion(self, net):
+        return GaussianMatch() if self.gaussian_ else torch.nn.MSELoss()
+
+    def _fit_soft_calibration(self, X_valid, targets):
+        # The targets are the teacher's N(mean, variance): the scale minimises the KL from them.
+        parts, k = self._mixture(X_valid), self.n_outputs_
+        return fit_variance_scale(parts.mean, parts.total, targets[:, :k],
+                                  target_variance=targets[:, k:] if self.gaussian_ else None)

@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_array, check_consistent_length
 
 from ._array_checks import check_member_probas, holds_integers
 from ._compat import validate_params
+from ._kernel import mixture
 
 __all__ = [
     "brier_score",
@@ -470,17 +471,14 @@ def variance_decomposition(member_means, member_variances=None, weights=None):
         raise ValueError("member_means must have shape (n_members, n_samples[, n_outputs]) "
                          f"with at least one member, got {means.shape}.")
     w = _check_weights(weights, means.shape[0])
-    mean = np.tensordot(w, means, axes=1)
-    epistemic = np.tensordot(w, (means - mean) ** 2, axes=1)
-    if member_variances is None:
-        aleatoric = np.zeros_like(mean)
-    else:
+    variances = None
+    if member_variances is not None:
         variances = np.asarray(member_variances, dtype=np.float64)
         if variances.shape != means.shape:
             raise ValueError(f"member_variances has shape {variances.shape}; member_means "
                              f"has {means.shape}.")
         if np.any(variances < 0):
             raise ValueError("member_variances must be non-negative.")
-        aleatoric = np.tensordot(w, variances, axes=1)
+    mean, aleatoric, epistemic = mixture(means, variances, w)  # the estimators' own
     return Bunch(mean=mean, total=aleatoric + epistemic, aleatoric=aleatoric,
                  epistemic=epistemic)

@@ -154,3 +154,18 @@ def test_regressor_on_cuda_returns_the_cpu_mean_and_std(data):
     cpu_mean, cpu_std = cpu.predict(X, return_std=True)
     np.testing.assert_allclose(cpu_mean, mean, atol=1e-5)
     np.testing.assert_allclose(cpu_std, std, atol=1e-5)
+
+
+def test_an_exported_regressor_runs_on_cuda(data):
+    """The kernel's mixture puts the member weights on the members' device."""
+    X, y = data
+    X, y = X.astype(np.float32), (y - y.mean()) / y.std()
+    net = default_regressor_net(gaussian=True).set_params(
+        module__hidden_layer_sizes=(16,), max_epochs=4, batch_size=32, lr=0.01)
+    reg = SnapshotEnsembleRegressor(net, n_snapshots=2, random_state=0).fit(X, y)
+    mean, std = reg.predict(X, return_std=True)
+    module = reg.to_torch(return_std=True).to("cuda")
+    with torch.no_grad():
+        got_mean, got_std = module(torch.from_numpy(X).cuda())
+    np.testing.assert_allclose(got_mean.cpu().numpy(), mean, atol=1e-5)
+    np.testing.assert_allclose(got_std.cpu().numpy(), std, atol=1e-5, rtol=1e-5)
