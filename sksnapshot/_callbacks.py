@@ -200,13 +200,11 @@ class CyclicSnapshots(Callback):
     appended to ``snapshots_``. Cycle ends are found by counting steps, not by
     reading the learning rate.
 
-    The estimators add beside it, in a fixed order, their own callbacks that
-    judge the training (see :class:`~sksnapshot.SnapshotEnsembleClassifier`):
-    the divergence and collapse guards, which refuse a cycle through
+    The estimators add their own callbacks beside it, in a fixed order: the
+    divergence and collapse guards, which refuse a cycle through
     :meth:`recover` and :meth:`drop_last_snapshot`, and the
-    ``n_snapshots="auto"`` cut, which re-plans through :meth:`cut`. Without
-    them the cycles are unguarded, and "auto" (with a cosine schedule) stays
-    one cycle: the single net's one cosine over the budget.
+    ``n_snapshots="auto"`` cut (:meth:`cut`). Without them the cycles are
+    unguarded, and "auto" (with a cosine schedule) stays the single net's one cycle.
 
     Parameters
     ----------
