@@ -204,7 +204,8 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
             on_initialized(net)
         epochs = net.max_epochs
         if checkpoint is not None:
-            epochs -= checkpoint.resume(net, ours[-1][1])  # SaveProgress: every part's state
+            # run_callbacks puts SaveProgress last; it hands each callback its part.
+            epochs -= checkpoint.resume(net, ours[-1][1])
         # skorch swallows KeyboardInterrupt inside partial_fit; whatever
         # snapshots were taken until then are in the record.
         net.partial_fit(*train, epochs=epochs)
