@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sksnapshot import CyclicSnapshots
+from sksnapshot import CyclicSnapshots, SnapshotEnsembleClassifier
 from sksnapshot._auto_cut import AutoCut
 from sksnapshot._checkpoint import SaveProgress
 from sksnapshot._guards import CollapseGuard, DivergenceGuard
@@ -94,6 +94,17 @@ def test_the_order_is_what_the_guards_and_the_cut_need():
     assert names == [guard, collapse, snapshots, cut, progress]
     # An integer n_snapshots has no collapse guard and no cut; no directory, no progress.
     assert [name for name, _ in run_callbacks(settings(3))] == [guard, snapshots]
+
+
+def test_a_fit_adds_them_in_that_order_after_the_nets_scoring(data):
+    X, y = data
+    clf = SnapshotEnsembleClassifier(tiny_net(max_epochs=2), n_snapshots="auto",
+                                     random_state=0).fit(X, y)
+    names = [name for name, _ in clf.net_.callbacks_]
+    ours = [name for name, _ in run_callbacks(settings("auto"))]
+    start = names.index(ours[0])
+    # After skorch's scoring callbacks, which record the valid_loss the guards and the cut read.
+    assert names[start:start + len(ours)] == ours and "valid_loss" in names[:start]
 
 
 def test_the_callbacks_of_a_run_cooperate_with_one_snapshot_callback():
