@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from skorch.callbacks import Callback
 from skorch.history import History
 
 from ._distributed import is_main_process, unwrapped_module
@@ -31,7 +32,7 @@ except ImportError:  # Windows
     fcntl = None
     import msvcrt
 
-__all__ = ["CheckpointDir", "fingerprint", "using"]
+__all__ = ["CheckpointDir", "SaveProgress", "fingerprint", "using"]
 
 _PROGRESS = "progress.pt"
 _LOCK = ".lock"
@@ -231,11 +232,12 @@ class CheckpointDir:
         _atomic_save(state, self._snapshot_path(index))
 
     def save_progress(self, net, callback):
+        """Save the net and ``callback.progress_state()`` (see :class:`SaveProgress`)."""
         self.path.mkdir(parents=True, exist_ok=True)
         _atomic_save({
             "fingerprint": self.digest,
             "epochs_done": len(net.history),
-            "n_snapshots": len(callback.snapshots_),
+            "n_snapshots": callback.n_snapshots,
             "module": net.module_.state_dict(),
             "optimizer": net.optimizer_.state_dict(),
             "rng": torch.get_rng_state(),
@@ -328,6 +330,44 @@ class CheckpointDir:
                 raise self._unusable(self._snapshot_path(i), "does not hold a snapshot")
             progress["snapshots"].append(snapshot)
         return progress
+
+
+class SaveProgress(Callback):
+    """Save the run's progress in a :class:`CheckpointDir` at the end of every epoch.
+
+    It must be the last of the run's callbacks, so that the progress holds
+    what every other one did in the epoch. The progress file keeps one
+    ``"callback"`` mapping for all of them: the union of the
+    ``progress_state()`` of the snapshot callback and of each of ``parts``
+    (callbacks with ``progress_state()`` and ``restore(progress)``, such as
+    the divergence guard's reference loss), so the file has one format
+    however the callbacks are divided.
+    """
+
+    def __init__(self, checkpoint, snapshots, parts=()):
+        self.checkpoint = checkpoint
+        self.snapshots = snapshots
+        self.parts = parts
+
+    @property
+    def n_snapshots(self):
+        return len(self.snapshots.snapshots_)
+
+    def progress_state(self):
+        state = self.snapshots.progress_state()
+        for part in self.parts:
+            state.update(part.progress_state())
+        return state
+
+    def restore(self, progress, snapshots):
+        """Give each callback its part of ``progress_state()``, the snapshots to theirs."""
+        self.snapshots.restore(progress, snapshots)
+        for part in self.parts:
+            part.restore(progress)
+
+    def on_epoch_end(self, net, **kwargs):
+        if is_main_process(net):
+            self.checkpoint.save_progress(net, self)
 
 
 def _shapes(state):

@@ -15,13 +15,17 @@ from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import predefined_split
 from torch.utils.data import DataLoader
 
+from ._auto_cut import AutoCut
 from ._callbacks import CyclicSnapshots
+from ._checkpoint import SaveProgress
 from ._compat import InvalidParameterError
 from ._distributed import without_accelerator
+from ._guards import CollapseGuard, DivergenceGuard
 from ._loader import batch_loader
 from .schedules import AUTO_COLLAPSE_FACTOR
 
-__all__ = ["CALLBACK_NAME", "template", "build_net", "torch_seed", "train_once"]
+__all__ = ["CALLBACK_NAME", "template", "build_net", "torch_seed", "run_callbacks",
+           "train_once"]
 
 CALLBACK_NAME = "snapshots"
 
@@ -133,6 +137,44 @@ def torch_seed(seed):
         yield
 
 
+def run_callbacks(estimator, checkpoint=None):
+    """The callbacks a run adds after the net's own: ``(name, callback)`` pairs, in order.
+
+    skorch calls callbacks in list order, and these cooperate through that
+    order, decided here and nowhere else:
+
+    1. the divergence guard: at a batch end it judges the step's training loss
+       (and a cycle end's weights) before the snapshot callback takes that
+       cycle's snapshot and counts the step; at an epoch end it judges the
+       validation loss first;
+    2. the collapse guard (``"auto"`` only): then judges a snapshot the epoch
+       took and the divergence guard kept;
+    3. the snapshot callback (``CALLBACK_NAME``): then records the epoch's
+       ``lr``, ``cycle``, ``event_snapshot`` and ``event_diverged``, so a
+       refusal shows in the epoch it happened;
+    4. the ``"auto"`` cut: after those records, which are of the plan the epoch
+       trained with (it writes no history of its own);
+    5. the checkpoint's :class:`~sksnapshot._checkpoint.SaveProgress` (with a
+       ``checkpoint``): last, so the progress it saves holds the whole epoch.
+    """
+    auto = estimator.n_snapshots == "auto"
+    snapshots = CyclicSnapshots(estimator.n_snapshots, min_lr=estimator.min_lr,
+                                schedule=estimator.schedule, checkpoint=checkpoint)
+    divergence = DivergenceGuard(snapshots)
+    collapse_factor = AUTO_COLLAPSE_FACTOR if auto else None
+    callbacks = [(f"{CALLBACK_NAME}_divergence_guard", divergence)]
+    if collapse_factor is not None:
+        callbacks.append((f"{CALLBACK_NAME}_collapse_guard",
+                          CollapseGuard(snapshots, collapse_factor)))
+    callbacks.append((CALLBACK_NAME, snapshots))
+    if auto:
+        callbacks.append((f"{CALLBACK_NAME}_auto_cut", AutoCut(snapshots)))
+    if checkpoint is not None:
+        callbacks.append((f"{CALLBACK_NAME}_progress",
+                          SaveProgress(checkpoint, snapshots, parts=[divergence])))
+    return callbacks
+
+
 def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initialized=None):
     """Train ``net`` once through the estimator's cycles; return the net and its record.
 
@@ -142,10 +184,7 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
     module's output). With ``checkpoint`` (the run's checkpoint directory) the
     run resumes from, and writes to, it.
     """
-    auto = estimator.n_snapshots == "auto"
-    collector = CyclicSnapshots(estimator.n_snapshots, min_lr=estimator.min_lr,
-                                schedule=estimator.schedule, checkpoint=checkpoint,
-                                collapse_factor=AUTO_COLLAPSE_FACTOR if auto else None)
+    ours = run_callbacks(estimator, checkpoint)
     quiet, given = {}, net.get_params(deep=False)
     if (not estimator.verbose and given.get("callbacks__print_log", True) is not None
             and given.get("callbacks__print_log__sink", "auto") == "auto"):
@@ -154,7 +193,7 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
         # replaced builtins.print. A sink that prints nothing keeps the net quiet.
         quiet = {"callbacks__print_log__sink": _quiet}
     net.set_params(
-        callbacks=list(net.callbacks or []) + [(CALLBACK_NAME, collector)],
+        callbacks=list(net.callbacks or []) + ours,
         train_split=None if valid is None else predefined_split(net.get_dataset(*valid)),
         verbose=estimator.verbose,
         **quiet,
@@ -165,10 +204,11 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
             on_initialized(net)
         epochs = net.max_epochs
         if checkpoint is not None:
-            epochs -= checkpoint.resume(net, collector)
+            # run_callbacks puts SaveProgress last; it hands each callback its part.
+            epochs -= checkpoint.resume(net, ours[-1][1])
         # skorch swallows KeyboardInterrupt inside partial_fit; whatever
         # snapshots were taken until then are in the record.
         net.partial_fit(*train, epochs=epochs)
     # A net with skorch.hf.AccelerateMixin predicts and pickles without it.
     net = without_accelerator(net, estimator._net_class)
-    return net, collector.take_record()
+    return net, dict(ours)[CALLBACK_NAME].take_record()
