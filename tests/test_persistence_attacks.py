@@ -129,6 +129,7 @@ def test_a_link_to_a_regular_file_loads(classifier, tmp_path, data):
     target.mkdir()
     for name in ("metadata.json", "weights.safetensors"):
         os.symlink(directory / name, target / name)
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(load_ensemble(target).predict_proba(data[0]),
                                   clf.predict_proba(data[0]))
 
