@@ -1,11 +1,25 @@
-"""The data and the net the tests share: one home for conftest's fixtures and for the
-helpers that subprocesses import (``tests/_checkpoint_helpers.py``)."""
+"""The data, the net and the tolerance the tests share: one home for conftest's fixtures and
+for the helpers that subprocesses import (``tests/_checkpoint_helpers.py``)."""
 
+import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import Callback
 
 from sksnapshot import default_classifier_net
+
+# Outputs computed elsewhere, by another process (its own torch threads, its own memory
+# alignment for oneDNN's and BLAS's vector paths) or by other versions of torch, numpy and
+# scikit-learn (a stored file), may differ from this process's in their last float32 bits:
+# float32's epsilon is 1.2e-7, and the few epochs of a test's tiny net grow that to about
+# 1e-6 at most. A real change (another member, weight, temperature, or one more epoch)
+# moves the outputs by far more (test_saved_files checks that a 1e-3 weight change fails).
+RTOL, ATOL = 1e-5, 1e-7
+
+
+def assert_close_elsewhere(actual, desired, **kwargs):
+    """``actual`` equals ``desired``, computed in another process or by other versions."""
+    np.testing.assert_allclose(actual, desired, rtol=RTOL, atol=ATOL, **kwargs)
 
 
 def classification_data():

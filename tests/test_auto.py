@@ -102,6 +102,7 @@ def test_the_auto_schedule_is_the_single_nets_until_the_cut():
     np.testing.assert_allclose(auto_lr(np.arange(n_iter), n_iter, None, lr=0.1), single)
     assert lrs[15] == pytest.approx(single[15])  # the first cycle anneals from where it was
     ends = np.array(bounds[1:]) - 1
+    # A restart is cos(0) = 1 times the peak: exact in any libm.
     assert np.all(lrs[ends] < 0.005) and np.all(lrs[np.array(bounds[1:-1])] == 0.1)
 
 
@@ -111,6 +112,7 @@ def test_a_short_budget_gives_exactly_the_single_net(data):
     auto = fit(X, y, tiny_net())
     single = fit(X, y, tiny_net(), n_snapshots=1)
     assert len(auto.snapshots_) == 1 and auto.snapshot_epochs_ == [6]
+    # 'auto' on a short budget runs n_snapshots=1's very fit, in one process: bit for bit.
     for key, value in single.snapshots_[0].items():
         assert torch.equal(auto.snapshots_[0][key], value), key
     np.testing.assert_array_equal(auto.predict_proba(X), single.predict_proba(X))
@@ -187,4 +189,5 @@ def test_auto_resumes_exactly_after_the_cut(rows, tmp_path):
             fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), **kwargs)
     resumed = fit(X, y, tiny_net(max_epochs=30, callbacks=[ValidCurve()]), **kwargs)
     assert resumed.snapshot_epochs_ == reference.snapshot_epochs_
+    # Resumed in this process from its checkpoint: the same computation, bit for bit.
     np.testing.assert_array_equal(resumed.predict_proba(X), reference.predict_proba(X))

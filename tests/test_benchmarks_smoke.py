@@ -172,6 +172,7 @@ def test_images_rows_start_from_the_same_weights():
     torch.manual_seed(images.init_seed(1))  # as the TorchEnsemble row seeds its module
     starts.append(images.SmallCNN(n_classes=10).state_dict())
     for state in starts[1:]:
+        # The same seed in one process: the same initial weights, bit for bit.
         assert all(torch.equal(state[k], starts[0][k]) for k in starts[0])
 
 
@@ -227,6 +228,7 @@ def test_deep_ensemble_equivalent_interpolates():
     from benchmarks._data import calibrated_log_loss, deep_ensemble_equivalent, scores
 
     curve = [1.0, 0.8, 0.7, 0.65]
+    # Plain IEEE arithmetic on these few numbers, no library kernel: exact anywhere.
     assert deep_ensemble_equivalent(0.9, curve) == 1.5
     assert deep_ensemble_equivalent(0.7, curve) == 3.0
     assert deep_ensemble_equivalent(1.2, curve) == 1.0

@@ -98,6 +98,7 @@ def test_variance_scale_recovers_known_scale():
     mean = rng.normal(size=variance.shape)
     y = mean + rng.normal(size=variance.shape) * np.sqrt(4.0 * variance)
     assert fit_variance_scale(mean, variance, y) == pytest.approx(4.0, rel=0.03)
+    # Nothing to fit: the neutral 1.0 itself, not a computation.
     assert fit_variance_scale(mean[:0], variance[:0], y[:0]) == 1.0
     with pytest.raises(ValueError, match="same shape"):
         fit_variance_scale(mean, variance[:10], y)
@@ -113,6 +114,7 @@ def test_the_classifier_applies_its_temperature_after_averaging(data):
     calibrated = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=3, random_state=0).fit(X, y)
     plain = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=3, calibration=None,
                                        random_state=0).fit(X, y)
+    # Uncalibrated is the constant 1.0; the weights are the same fit's, in one process.
     assert plain.temperature_ == 1.0 and calibrated.temperature_ != 1.0
     np.testing.assert_array_equal(calibrated.weights_, plain.weights_)
     expected = apply_temperature(np.log(plain.predict_proba(X)), calibrated.temperature_)
@@ -123,6 +125,7 @@ def test_the_classifier_applies_its_temperature_after_averaging(data):
     np.testing.assert_allclose(last, calibrated.predict_proba(X), atol=1e-12)
     # select() fits the temperature again on the rows it is given.
     calibrated.select(X[:40], y[:40])
+    # The same computation on the same rows in one process: bit for bit.
     assert calibrated.temperature_ == fit_temperature(
         np.log(plain.set_params().select(X[:40], y[:40]).predict_proba(X[:40])), y[:40])
 
@@ -137,6 +140,7 @@ def test_the_regressor_scales_its_variance_on_validation_rows(data):
     scaled = SnapshotEnsembleRegressor(net, n_snapshots=3, random_state=0).fit(X, y)
     plain = SnapshotEnsembleRegressor(net, n_snapshots=3, calibration=None,
                                       random_state=0).fit(X, y)
+    # Uncalibrated is the constant 1.0, not a computation.
     assert plain.variance_scale_ == 1.0 and scaled.variance_scale_ > 0
     mean, std = scaled.predict(X, return_std=True)
     plain_mean, plain_std = plain.predict(X, return_std=True)

@@ -16,6 +16,7 @@ def test_demo_prints_an_honest_table():
         acc, nll, seconds, _ = results[0]
         assert 0.1 < acc <= 1.0 and np.isfinite(nll) and seconds > 0
     # The calibrated row is the single net itself: same labels, other probabilities.
+    # The same net's labels, in one process: exact.
     assert rows["single net + temperature"][0][0] == rows["single net (1 cosine cycle)"][0][0]
     assert rows["snapshot ensemble (3 cycles)"][0][3] == 3
 

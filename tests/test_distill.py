@@ -51,6 +51,7 @@ def test_student_is_a_fitted_one_member_classifier(clf, student, data):
     X, y = data
     assert type(student) is SnapshotEnsembleClassifier
     assert len(student.snapshots_) == 1 and student.n_snapshots == 1
+    # One member's weight is the constant 1.0, not a computation.
     assert student.members_.tolist() == [0] and student.weights_.tolist() == [1.0]
     np.testing.assert_array_equal(student.classes_, clf.classes_)
     assert student.snapshot_epochs_[0] <= len(student.net_.history) <= 6
@@ -80,9 +81,11 @@ def test_saves_and_loads(student, data, tmp_path):
     X = data[0]
     expected = student.predict_proba(X)
     save_ensemble(student, tmp_path / "student")
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(load_ensemble(tmp_path / "student").predict_proba(X),
                                   expected)
     joblib.dump(student, tmp_path / "student.joblib")
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(joblib.load(tmp_path / "student.joblib").predict_proba(X),
                                   expected)
 
@@ -103,6 +106,7 @@ def test_temperature_against_labels_or_the_ensemble(clf, data):
     assert by_labels.snapshot_epochs_ == by_teacher.snapshot_epochs_
     assert by_labels.temperature_ != by_teacher.temperature_
     without = clf.distill(X, validation_fraction=0, max_epochs=2)
+    # No validation rows: the constant 1.0, not a computation.
     assert without.temperature_ == 1.0 and len(without.net_.history) == 2
 
 
@@ -154,8 +158,10 @@ def test_regressor(gaussian, tmp_path):
     assert mean.shape == std.shape == (150,)
     assert np.corrcoef(mean, reg.predict(X))[0, 1] > 0.95
     # Mean-variance members give the student a variance; squared-error ones none.
+    # Without a variance head the std is the constant 0, not a computation.
     assert (std.min() > 0) if gaussian else np.all(std == 0)
     save_ensemble(student, tmp_path / "student")
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(load_ensemble(tmp_path / "student").predict(X), mean)
 
 

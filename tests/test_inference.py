@@ -54,6 +54,7 @@ def test_prediction_leaves_the_trained_module_alone(fitted, data):
     fitted.staged_predict_proba(X).__next__()
     assert module.training == training
     for key, value in module.state_dict().items():
+        # Untouched, not recomputed: bit for bit.
         assert torch.equal(value, before[key]), key
 
 
@@ -80,6 +81,7 @@ def test_threads_get_the_sequential_results(fitted, data):
         for _ in range(20):
             results = list(pool.map(lambda _: fitted.predict_proba(X), range(8)))
             for result in results:
+                # The same members and code in one process, on any thread: bit for bit.
                 np.testing.assert_array_equal(result, expected)
 
 
@@ -93,6 +95,7 @@ def test_regressor_threads_get_the_sequential_mean_and_std(data):
     with ThreadPoolExecutor(max_workers=8) as pool:
         for _ in range(20):
             for m, s in pool.map(lambda _: reg.predict(X, return_std=True), range(8)):
+                # The same members and code in one process, on any thread: bit for bit.
                 np.testing.assert_array_equal(m, mean)
                 np.testing.assert_array_equal(s, std)
 
@@ -153,6 +156,7 @@ def test_a_dataloader_option_keeps_the_same_snapshots(data):
     fast = SnapshotEnsembleClassifier(tiny_net(), n_snapshots=2, random_state=3).fit(X, y)
     loader = SnapshotEnsembleClassifier(tiny_net(iterator_train__num_workers=0),
                                         n_snapshots=2, random_state=3).fit(X, y)
+    # The same batches through the same steps in one process: bit for bit.
     for a, b in zip(fast.snapshots_, loader.snapshots_):
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
@@ -189,6 +193,7 @@ def test_batch_loader_yields_what_a_dataloader_yields(kind, shuffle, drop_last):
     ours, reference = batches(batch_loader), batches(torch.utils.data.DataLoader)
     assert len(ours) == len(reference) == len(batch_loader(
         dataset, batch_size=8, shuffle=shuffle, drop_last=drop_last)) * 2
+    # Rows copied from the data, not computed, and one seeded RNG stream: exact.
     for ((xa, ya), after_a), ((xb, yb), after_b) in zip(ours, reference):
         assert after_a == after_b
         if kind == "dict":

@@ -163,6 +163,7 @@ def test_joblib_round_trip_predicts_identically(fitted, kind):
     joblib.dump(clf, buffer)
     buffer.seek(0)
     loaded = joblib.load(buffer)
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(X_test), clf.predict_proba(X_test))
     assert loaded.sample_shape_ == clf.sample_shape_
 
@@ -172,6 +173,7 @@ def test_save_ensemble_round_trip(fitted, kind, digits, tmp_path):
     clf, _, X_test = fitted(kind)
     save_ensemble(clf, tmp_path)
     loaded = load_ensemble(tmp_path, modules=[TinyCNN, TwoInputs, TinyGRU])
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(X_test), clf.predict_proba(X_test))
     bad, expected = bad_shape(kind, digits[0][N_TRAIN:])
     with pytest.raises(ValueError, match=f"fitted on samples of shape {expected}".replace(

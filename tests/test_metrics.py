@@ -34,6 +34,7 @@ def test_brier_hand_computed():
 
 
 def test_brier_perfect_and_worst():
+    # Sums of 0s and 1s: exact in floating point.
     assert brier_score([0, 1, 2], np.eye(3)) == 0.0
     assert brier_score([1, 2, 0], np.eye(3)) == pytest.approx(2.0)
 
@@ -161,6 +162,7 @@ def test_nll_rejects_unknown_label():
 def test_disagreement_hand_made():
     a = np.eye(3)[[0, 1, 2, 2]]
     b = np.eye(3)[[0, 2, 2, 1]]
+    # Counts of rows over 4: exact in floating point.
     assert disagreement(a, b) == 0.5
     assert disagreement(a, a) == 0.0
 

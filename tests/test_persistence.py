@@ -50,6 +50,7 @@ def test_round_trip_predicts_identically(fitted, tmp_path, combine):
     clf.set_params(combine=combine).select(frame.iloc[:40], clf.predict(frame.iloc[:40]))
     save_ensemble(clf, tmp_path)
     loaded = load_ensemble(tmp_path)
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
     assert loaded.predict(frame).tolist() == clf.predict(frame).tolist()
     assert loaded.classes_.dtype == clf.classes_.dtype
@@ -71,6 +72,7 @@ def test_a_user_module_must_be_allowed_explicitly(data, tmp_path):
     with pytest.raises(ValueError, match=r"module class '.*Wide', which is not among the allowed"):
         load_ensemble(tmp_path)
     loaded = load_ensemble(tmp_path, modules=[Wide])
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
 
 
@@ -154,6 +156,7 @@ def test_regressors_round_trip(data, tmp_path, gaussian):
     save_ensemble(reg, tmp_path)
     loaded = load_ensemble(tmp_path)
     assert type(loaded) is SnapshotEnsembleRegressor and loaded.gaussian_ == gaussian
+    # A round trip in one process: the same weights through the same code, bit for bit.
     for a, b in zip(loaded.predict(X, return_std=True), reg.predict(X, return_std=True)):
         np.testing.assert_array_equal(a, b)
 
@@ -350,6 +353,7 @@ def test_an_edited_metadata_file_is_refused_naming_the_field(saved, tmp_path, ca
 def test_the_untouched_copy_loads(saved, tmp_path, saved_fit):
     _, clf, frame = saved_fit
     loaded = load_ensemble(edited(saved, tmp_path, lambda metadata: None))
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
 
 
@@ -389,6 +393,7 @@ def test_no_path_or_device_comes_from_the_file(saved, tmp_path, saved_fit):
     with pytest.warns(UserWarning, match="names a checkpoint_dir .* checkpoint_dir is None"):
         loaded = load_ensemble(target)
     assert loaded.checkpoint_dir is None and loaded.net_.device == "cpu"
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
     assert json.loads((saved / "metadata.json").read_text())["params"]["checkpoint_dir"] is None
 
@@ -397,6 +402,7 @@ def test_a_missing_setting_loads_with_its_default_and_a_warning(saved, tmp_path,
     _, clf, frame = saved_fit
     with pytest.warns(UserWarning, match="params.verbose is missing .* default 0"):
         loaded = load_ensemble(edited(saved, tmp_path, drop("params.verbose")))
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
 
 
@@ -435,6 +441,7 @@ def test_nll_loss_loads_only_with_a_module_returning_probabilities(data, tmp_pat
     clf = SnapshotEnsembleClassifier(net, n_snapshots=2, random_state=0).fit(X, y)
     save_ensemble(clf, tmp_path / "proba")
     loaded = load_ensemble(tmp_path / "proba", modules=[ProbaMLP])
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
 
     logits = SnapshotEnsembleClassifier(default_classifier_net(Wide).set_params(max_epochs=2),
@@ -523,6 +530,7 @@ def test_nd_and_dict_inputs_round_trip(nd_saved, name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every check ran: no warning
         loaded = load_ensemble(directory, modules=[module])
+    # A round trip in one process: the same weights through the same code, bit for bit.
     for got, expected in zip(_predictions(loaded, X), _predictions(estimator, X)):
         np.testing.assert_array_equal(got, expected)
     assert loaded.sample_shape_ == estimator.sample_shape_
@@ -611,6 +619,7 @@ def test_a_dataset_fit_saves_its_sample_shape(tmp_path):
     save_ensemble(reg, tmp_path)
     loaded = load_ensemble(tmp_path, modules=[SequenceRegressor])
     assert loaded.sample_shape_ == (4, 3)
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict(X.numpy()), reg.predict(X.numpy()))
 
 
@@ -628,6 +637,7 @@ def test_a_temperature_is_restored(saved, tmp_path, saved_fit, value):
     _, clf, frame = saved_fit
     loaded = load_ensemble(edited(saved, tmp_path, set_at("fitted.temperature_", value)))
     # null: not calibrated (1.0); the saved estimator is uncalibrated (see saved_fit).
+    # Read from the file's JSON, or the constant 1.0: exact.
     assert loaded.temperature_ == (1.0 if value is None else value)
     assert type(loaded.temperature_) is float
     expected = apply_temperature(np.log(clf.predict_proba(frame)), loaded.temperature_)
@@ -644,6 +654,7 @@ def test_a_temperature_is_saved_only_when_the_estimator_has_one(saved, saved_fit
     assert not hasattr(load_ensemble(tmp_path / "cold"), "temperature_")
     monkeypatch.setattr(clf, "temperature_", np.float64(1.25), raising=False)
     save_ensemble(clf, tmp_path / "warm")
+    # Written to and read from JSON, no arithmetic: exact.
     assert load_ensemble(tmp_path / "warm").temperature_ == 1.25
     monkeypatch.setattr(clf, "temperature_", float("nan"))
     with pytest.raises(ValueError, match="temperature_=nan cannot be saved"):
@@ -663,6 +674,7 @@ def test_a_format_1_file_loads_with_defaults(saved, tmp_path, saved_fit):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every cycle left a snapshot: exact, no warning
         loaded = load_ensemble(edited(saved, tmp_path, as_format_1))
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
     assert loaded.sample_shape_ == (6,) == clf.sample_shape_
     assert loaded.snapshot_iterations_ == clf.snapshot_iterations_
@@ -685,6 +697,7 @@ def test_the_warmup_schedule_is_saved_by_name(data, tmp_path):
     save_ensemble(clf, tmp_path / "saved")
     loaded = load_ensemble(tmp_path / "saved")
     assert loaded.schedule == "cosine_warmup"
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
 
 

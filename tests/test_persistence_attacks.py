@@ -129,6 +129,7 @@ def test_a_link_to_a_regular_file_loads(classifier, tmp_path, data):
     target.mkdir()
     for name in ("metadata.json", "weights.safetensors"):
         os.symlink(directory / name, target / name)
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(load_ensemble(target).predict_proba(data[0]),
                                   clf.predict_proba(data[0]))
 
@@ -386,6 +387,7 @@ def test_a_module_checked_for_real_gets_no_huge_rows(data, tmp_path, n_features,
     clf = SnapshotEnsembleClassifier(default_classifier_net(NotOnMeta).set_params(max_epochs=2),
                                      n_snapshots=2, random_state=0).fit(X, y)
     save_ensemble(clf, tmp_path / "saved")
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(
         load_ensemble(tmp_path / "saved", modules=[NotOnMeta]).predict_proba(X),
         clf.predict_proba(X))

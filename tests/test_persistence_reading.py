@@ -57,6 +57,7 @@ def test_a_file_swapped_after_it_was_opened_is_not_read(saved, data, monkeypatch
     monkeypatch.setattr(os, "open", open_then_swap)
     loaded = load_ensemble(target)
     monkeypatch.undo()
+    # A round trip in one process: the same weights through the same code, bit for bit.
     np.testing.assert_array_equal(loaded.predict_proba(data[0]), clf.predict_proba(data[0]))
     with pytest.raises(sksnapshot.InvalidEnsembleFile, match="holds NaN"):
         load_ensemble(target)  # the swapped file, read afresh, is refused

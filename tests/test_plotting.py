@@ -138,6 +138,7 @@ def test_lr_schedule_errors(clf):
 def test_disagreement_heatmap(clf):
     ax = plot_disagreement(clf)
     assert isinstance(ax, Axes)
+    # The plotted matrix is the fitted one, copied, not recomputed: exact.
     np.testing.assert_array_equal(ax.images[0].get_array(), clf.disagreement_)
     assert len(ax.figure.axes) == 2  # the heat-map and its colorbar
     (marker_line,) = ax.lines
@@ -169,6 +170,7 @@ def test_disagreement_needs_validation_rows(data):
         plot_disagreement(clf)
     clf.select(X[:40], y[:40])
     ax = plot_disagreement(clf)
+    # The plotted matrix is the fitted one, copied, not recomputed: exact.
     np.testing.assert_array_equal(ax.images[0].get_array(), clf.disagreement_)
 
 

@@ -107,6 +107,7 @@ def test_an_interrupted_fit_resumes_to_the_same_snapshots(data, tmp_path, at_bat
     assert sorted(p.name for p in directory.iterdir())[-1] == "snapshot_001.pt"
     resumed = fit(X, y, tiny_net(module__dropout=0.2), **kwargs, checkpoint_dir=directory)
     assert len(resumed.snapshots_) == 3
+    # Resumed in this process from its checkpoint: the same computation, bit for bit.
     for a, b in zip(reference.snapshots_, resumed.snapshots_):
         for key in a:
             assert torch.equal(a[key], b[key]), key
@@ -114,6 +115,7 @@ def test_an_interrupted_fit_resumes_to_the_same_snapshots(data, tmp_path, at_bat
     assert len(resumed.net_.history) == 6
     # The snapshots on disk load without unpickling anything.
     on_disk = torch.load(directory / "snapshot_002.pt", weights_only=True)
+    # Copied tensors, no arithmetic: bit for bit.
     assert torch.equal(on_disk["layers.0.weight"], resumed.snapshots_[2]["layers.0.weight"])
 
 
@@ -162,6 +164,7 @@ def test_a_divergence_after_resuming_restores_the_initial_weights_as_without_int
                       checkpoint_dir=tmp_path)
     assert resumed.divergences_ == reference.divergences_
     assert len(resumed.snapshots_) == len(reference.snapshots_) == 2
+    # Resumed in this process from its checkpoint: the same computation, bit for bit.
     for a, b in zip(reference.snapshots_, resumed.snapshots_):
         for key in a:
             assert torch.equal(a[key], b[key]), key

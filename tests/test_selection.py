@@ -135,6 +135,7 @@ def test_greedy_repeats_dominant_member():
     probas = np.stack([_soft(y, 3, 0.5), _soft(y, 3, 0.95), _soft((y + 1) % 3, 3, 0.6)])
     indices, weights = select_greedy(probas, y, max_steps=6)
     np.testing.assert_array_equal(indices, [1])
+    # One member's weight is the constant 1.0, not a computation.
     np.testing.assert_array_equal(weights, [1.0])
 
 
@@ -242,6 +243,7 @@ def test_optimize_weights_never_worse_than_uniform(seed):
     assert weights.sum() == pytest.approx(1.0)
     uniform = ensemble_log_loss(probas, y, np.ones(5))
     assert ensemble_log_loss(probas, y, weights) < uniform - 1e-3
+    # The same function on the same inputs, twice in one process: bit for bit.
     np.testing.assert_array_equal(weights, optimize_weights(probas, y))  # deterministic
 
 
@@ -251,6 +253,7 @@ def test_optimize_weights_subset_and_single():
     assert weights.shape == (2,)
     # Weighting the subset alone must give the same answer.
     np.testing.assert_allclose(weights, optimize_weights(probas[[1, 3]], y))
+    # One member's weight is the constant 1.0, not a computation.
     np.testing.assert_array_equal(optimize_weights(probas, y, indices=[4]), [1.0])
 
 
@@ -279,15 +282,19 @@ def test_select_members_dispatch():
     ]:
         indices, weights = select_members(probas, y, selection, n_members=2)
         np.testing.assert_array_equal(indices, expected[0])
+        # The same function on the same inputs, twice in one process: bit for bit.
         np.testing.assert_array_equal(weights, expected[1])
     indices, weights = select_members(probas, y, "all", weighting="optimize")
     np.testing.assert_array_equal(indices, [0, 1, 2, 3])
+    # The same function on the same inputs, twice in one process: bit for bit.
     np.testing.assert_array_equal(weights, optimize_weights(probas, y))
     indices, weights = select_members(probas, y, "greedy", weighting="optimize")
+    # The same function on the same inputs, twice in one process: bit for bit.
     np.testing.assert_array_equal(weights, optimize_weights(probas, y, indices))
     for selection in ("all", "diverse"):
         indices, weights = select_members(probas, y, selection, weighting="shrink")
         np.testing.assert_array_equal(indices, select_members(probas, y, selection)[0])
+        # The same function on the same inputs, twice in one process: bit for bit.
         np.testing.assert_array_equal(weights, shrink_weights(probas, y, indices))
 
 
@@ -402,6 +409,7 @@ def test_shrink_subset_single_member_and_validation():
     probas, y = _informative(3, 40)
     weights = shrink_weights(probas, y, indices=[0, 2])
     np.testing.assert_allclose(weights, shrink_weights(probas[[0, 2]], y))
+    # One member's weight is the constant 1.0, not a computation.
     np.testing.assert_array_equal(shrink_weights(probas, y, indices=[3]), [1.0])
     with pytest.raises(ValueError, match="prior_rows"):
         shrink_weights(probas, y, prior_rows=-1)
@@ -415,6 +423,7 @@ def test_shrink_is_what_select_applies_for_the_estimator_weighting():
     probas, y = _informative(4, 25)
     for selection in ("all", "last", "greedy", "diverse"):
         indices, weights = select_members(probas, y, selection, weighting="shrink")
+        # The same function on the same inputs, twice in one process: bit for bit.
         np.testing.assert_array_equal(weights, shrink_weights(probas, y, indices))
 
 

@@ -23,6 +23,7 @@ def test_identical_members_have_no_mutual_information():
     np.testing.assert_allclose(u.epistemic, 0.0, atol=1e-12)
     np.testing.assert_allclose(u.total, u.aleatoric)
     np.testing.assert_allclose(u.total, -(proba * np.log(proba)).sum(axis=1))
+    # Identical members disagree on no row: the count 0, exact.
     np.testing.assert_array_equal(u.disagreement, 0.0)
     np.testing.assert_allclose(u.proba, proba)
 
@@ -38,6 +39,7 @@ def test_confident_members_on_different_classes_have_maximal_mutual_information(
     u = uncertainty_decomposition(probas)
     np.testing.assert_allclose(u.epistemic, np.log(n_members))
     np.testing.assert_allclose(u.total, np.log(n_members))
+    # One-hot (or variance-free) members: the entropy of 0s and 1s is exactly 0.
     np.testing.assert_array_equal(u.aleatoric, 0.0)
     # The ensemble's argmax is class 0 (ties go to the first): all others disagree.
     np.testing.assert_allclose(u.disagreement, (n_members - 1) / n_members)
@@ -126,7 +128,9 @@ def test_classifier_weight_averaged_has_no_epistemic_part(clf, data):
     X, y = data
     averaged = clone(clf).set_params(combine="weights").fit(X, y)
     u = averaged.predict_uncertainty(X[:20])
+    # One averaged model: no spread between members, the constant 0.
     np.testing.assert_array_equal(u.epistemic, 0.0)
+    # Identical members disagree on no row: the count 0, exact.
     np.testing.assert_array_equal(u.disagreement, 0.0)
     np.testing.assert_allclose(u.total, u.aleatoric)
     np.testing.assert_allclose(u.proba, averaged.predict_proba(X[:20]), atol=1e-6)
@@ -162,4 +166,5 @@ def test_regressor_predict_uncertainty_matches_return_std(gaussian, n_targets):
     if gaussian:
         assert np.all(u.aleatoric > 0)
     else:
+        # One-hot (or variance-free) members: the entropy of 0s and 1s is exactly 0.
         np.testing.assert_array_equal(u.aleatoric, 0.0)
