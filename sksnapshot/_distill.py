@@ -22,12 +22,12 @@ from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.helper import predefined_split
-from skorch.utils import is_dataset, to_tensor
+from skorch.utils import to_tensor
 
 from ._callbacks import SnapshotRecord, copy_state_dict
 from ._compat import Interval, StrOptions, validate_params
 from ._export import to_torch_module
-from ._inputs import n_samples, take_rows
+from ._inputs import is_dataset, n_samples, take_rows
 from ._kernel import clamp_log_variance, log_proba
 from ._split import validation_split
 from ._training import torch_seed

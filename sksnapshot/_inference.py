@@ -22,9 +22,16 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.dataset import unpack_data
-from skorch.utils import is_dataset, multi_indexing, to_tensor
+from skorch.utils import multi_indexing, to_tensor
 
-from ._inputs import call_module, first_output, forward_arguments, input_leaves, n_samples
+from ._inputs import (
+    call_module,
+    first_output,
+    forward_arguments,
+    input_leaves,
+    is_dataset,
+    n_samples,
+)
 from ._kernel import weighted_sum
 
 __all__ = ["MemberRunner", "inference_batch_size", "meta_replica", "runner_for"]

@@ -1,5 +1,6 @@
 """ARCHITECTURE.md is the map of the package: it names every module, and only modules that exist."""
 
+import ast
 import pathlib
 import re
 
@@ -64,3 +65,40 @@ def test_every_room_names_test_files_that_exist():
         assert tests, f"a room without a test file: {row[:60]}"
         for name in tests:
             assert (ROOT / "tests" / name).exists(), f"{name} (named for {row[:40]}) is missing"
+
+
+def test_no_room_imports_another_rooms_private_names():
+    # What a room offers the others has a name without an underscore; private names stay
+    # in their room, so renaming one never breaks another room without a merge conflict.
+    # _compat is the exception by design: it re-exports scikit-learn's private APIs.
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level == 0:
+                continue
+            source = (node.module or "").rsplit(".", 1)[-1]
+            # A sub-package (selection/, _persistence/) is one room: its modules share.
+            in_room = node.level == 1 and path.parent != PACKAGE
+            if source == "_compat" or in_room:
+                continue
+            for alias in node.names:
+                name = alias.name
+                submodule = (path.parent / f"{name}.py").exists() or (path.parent / name).is_dir()
+                if name.startswith("_") and not name.startswith("__") and not submodule:
+                    offenders.append(f"{path.relative_to(PACKAGE)}: {name} from {node.module}")
+    assert not offenders, offenders
+
+
+def test_the_input_kinds_are_told_apart_only_in_the_inputs_room():
+    # A new kind of input then needs _inputs.py only: no other room asks skorch (or
+    # isinstance) what X is.
+    kinds = {"is_dataset", "is_dict_input", "is_nd_input"}
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "_inputs.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and any(
+                    alias.name in kinds for alias in node.names):
+                offenders.append(f"{path.relative_to(PACKAGE)} imports {node.module}")
+    assert not offenders, offenders
