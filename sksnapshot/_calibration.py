@@ -9,7 +9,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-__all__ = ["apply_temperature", "fit_temperature", "fit_variance_scale"]
+__all__ = ["POOLINGS", "apply_temperature", "fit_temperature", "fit_variance_scale",
+           "pool_runs"]
 
 # Temperatures are searched in [1 / _T_BOUND, _T_BOUND] (on a log scale).
 _T_BOUND = 100.0
@@ -165,6 +166,47 @@ def apply_temperature(log_probas, temperature):
         raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
     log_probas = _floor(_check_log_probas(log_probas))
     return np.exp(log_softmax(log_probas / temperature, axis=1))
+
+
+#: How the members of several runs become one calibrated prediction (``pool_runs``).
+POOLINGS = ("mixture", "tempered runs", "log")
+
+
+def pool_runs(probas, weights, runs, temperature, pooling):
+    """The members' probabilities, pooled over their runs and scaled by ``temperature``.
+
+    "mixture": ``softmax(log(sum_i w_i p_i) / T)``, the temperature of the weighted
+    average (what a temperature fitted on rows every member predicts calibrates).
+    "tempered runs": each run's weighted mixture tempered on its own, then the runs
+    averaged with their total weights (what a temperature fitted on out-of-fold rows,
+    each predicted by one run, calibrates: one run). "log": the runs' mixtures pooled
+    geometrically, ``softmax(sum_r w_r log(m_r) / T)``.
+
+    Parameters
+    ----------
+    probas : ndarray of shape (n_members, n_rows, n_classes)
+    weights : ndarray of shape (n_members,), summing to 1
+    runs : ndarray of shape (n_members,), the run of each member
+    temperature : float
+    pooling : one of :data:`POOLINGS`
+
+    Returns
+    -------
+    proba : ndarray of shape (n_rows, n_classes)
+    """
+    probas = np.asarray(probas, dtype=np.float64)
+    weights, runs = np.asarray(weights, dtype=np.float64), np.asarray(runs)
+    if pooling == "mixture":
+        return apply_temperature(np.log(np.tensordot(weights, probas, axes=1)), temperature)
+    groups = [runs == r for r in np.unique(runs)]
+    shares = [weights[g].sum() for g in groups]
+    logs = [np.log(np.tensordot(weights[g] / share, probas[g], axes=1))
+            for g, share in zip(groups, shares)]
+    if pooling == "tempered runs":
+        return sum(share * apply_temperature(log, temperature) for share, log in zip(shares, logs))
+    if pooling == "log":
+        return apply_temperature(sum(share * log for share, log in zip(shares, logs)), temperature)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
 
 
 def fit_variance_scale(mean, variance, y, target_variance=None):

@@ -8,7 +8,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from skorch import NeuralNetClassifier
 
 from ._base import DEFAULT_NET_PARAMS, BaseSnapshotEnsemble
-from ._calibration import apply_temperature, fit_temperature
+from ._calibration import apply_temperature, fit_temperature, pool_runs
 from ._compat import StrOptions
 from ._distill import distill_ensemble
 from ._export import to_torch_module
@@ -300,6 +300,9 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     _output_width_words = ("classes_", "has {width} classes")
     _validation_attributes = ("validation_scores_", "disagreement_")
     _stratified = True
+    _can_cross_fit = True
+    # How cross-fitted runs pool: chosen on benchmarks/worth.py (results/worth.md).
+    _cross_fit_pooling = "tempered runs"
 
     def _validate_targets(self, y):
         check_classification_targets(y)
@@ -321,6 +324,53 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
 
     def _fit_calibration(self, X_valid, y_valid):
         return fit_temperature(_log(_normalise(self._weighted_outputs(X_valid))), y_valid)
+
+    def _select(self, X_valid, y_valid, X_bn):
+        super()._select(X_valid, y_valid, X_bn)
+        self.pooling_ = "mixture"  # rows every member predicts calibrate the average
+
+    def _per_snapshot_scores(self, outputs, ys, places):
+        """``validation_scores_`` and ``disagreement_`` of cross-fitted runs, per snapshot.
+
+        ``outputs[r]`` are run ``r``'s snapshots on its fold, ``ys[r]`` that fold's
+        labels; ``disagreement_`` holds the matrix of the ``places`` out of fold (the
+        snapshots matched across runs from the end). A snapshot is scored on its own
+        fold; two snapshots of one run disagree as they do on their fold, two of
+        different runs as their places do out of fold (a run's earlier snapshots
+        without a place count as its first place).
+        """
+        scores = [member_scores(out, y) for out, y in zip(outputs, ys)]
+        self.validation_scores_ = {k: np.concatenate([s[k] for s in scores]) for k in scores[0]}
+        place = np.concatenate([np.maximum(0, np.arange(len(out)) - (len(out) - places))
+                                for out in outputs])
+        matrix = self.disagreement_[np.ix_(place, place)]
+        start = 0
+        for out in outputs:
+            stop = start + len(out)
+            matrix[start:stop, start:stop] = disagreement_matrix(out)
+            start = stop
+        self.disagreement_ = matrix
+
+    def _fit_run_calibration(self, mixture, y, run_of_row, calibrate):
+        """The temperature of cross-fitted runs, from each row's out-of-fold mixture.
+
+        Every row is predicted by one run, so the temperature calibrates one run's
+        mixture: it is applied to each run before the runs are pooled
+        (``pooling_``), not to their average, which pooling already softens.
+        """
+        self.temperature_ = fit_temperature(_log(_normalise(mixture)), y) if calibrate else 1.0
+        self.pooling_ = "mixture" if self.averaged_state_ is not None else self._cross_fit_pooling
+
+    def _pooled(self, probas, weights, runs):
+        """Members' probabilities ``(n_members, n_rows, n_classes)`` as ``predict_proba``
+        combines them: the weighted average calibrated, or with cross-fitted runs the
+        runs pooled as ``pooling_`` says."""
+        pooling = getattr(self, "pooling_", "mixture")
+        if pooling == "mixture":
+            return self._calibrated(np.tensordot(weights, probas, axes=1))
+        temperature = getattr(self, "temperature_", 1.0)
+        return self._check_finite(_normalise(pool_runs(probas, weights, runs, temperature,
+                                                       pooling)))
 
     def _calibrated(self, proba):
         """Normalised, temperature-scaled, finite probabilities from a weighted average."""
@@ -359,11 +409,10 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         """
         X = self._validate_X_predict(X)
         probas = self._member_outputs(X, [self.snapshots_[i] for i in self.members_])
-        total, weight = 0.0, 0.0
-        for w, proba in zip(self.weights_, probas):
-            total = total + w * proba.astype(np.float64)
-            weight += w
-            yield self._calibrated(total / weight)
+        runs = np.asarray(self.snapshot_runs_)[self.members_]
+        for k in range(1, len(probas) + 1):
+            weights = self.weights_[:k] / self.weights_[:k].sum()
+            yield self._pooled(probas[:k].astype(np.float64), weights, runs[:k])
 
     def predict_proba(self, X):
         """The members' class probabilities, averaged and calibrated.
@@ -381,7 +430,11 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
             with ``calibration=None``), columns ordered as ``classes_``.
         """
         X = self._validate_X_predict(X)
-        return self._calibrated(self._weighted_outputs(X))
+        if getattr(self, "pooling_", "mixture") == "mixture":
+            return self._calibrated(self._weighted_outputs(X))
+        runs = np.asarray(self.snapshot_runs_)[self.members_]
+        return self._reduced_outputs(X, lambda probas, weights: self._pooled(probas, weights,
+                                                                              runs))
 
     def _check_finite(self, proba):
         """Never hand out NaN: name the rows instead."""
@@ -512,6 +565,14 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         >>> bool(np.allclose(module(torch.from_numpy(X)), clf.predict_proba(X), atol=1e-5))
         True
         """
+        if getattr(self, "pooling_", "mixture") != "mixture":
+            # The exported module averages the members, then tempers: not what runs
+            # cross-fitted and pooled as pooling_ says predict.
+            raise NotImplementedError(
+                f"to_torch does not export cross-fitted runs pooled as {self.pooling_!r} "
+                "yet. Refit with cross_fit=False, or choose the members again on held-out "
+                "rows with select(X, y), which calibrates their average."
+            )
         return to_torch_module(self)
 
     def distill(self, X, *, X_valid=None, y_valid=None, validation_fraction=0.1,
