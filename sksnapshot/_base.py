@@ -48,7 +48,7 @@ from .selection._rules import (
 
 __all__ = ["BaseSnapshotEnsemble", "CROSS_FIT_MAX_ROWS", "DEFAULT_NET_PARAMS"]
 
-# cross_fit="auto" cross-fits the runs of a fit with at most this many rows: the largest
+# bootstrap="auto" cross-fits the runs of a fit with at most this many rows: the largest
 # training set on which benchmarks/worth.py measured it (results/worth.md).
 CROSS_FIT_MAX_ROWS = 500
 
@@ -166,8 +166,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "checkpoint_dir": [None, str, os.PathLike],
         "n_runs": [_Count(Integral, 1, None, closed="left")],
-        "bootstrap": ["boolean"],
-        "cross_fit": [StrOptions({"auto"}), "boolean"],
+        "bootstrap": [StrOptions({"auto", "folds"}), "boolean"],
         "n_jobs": [None, Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -176,8 +175,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
     def __init__(self, net=None, *, n_snapshots="auto", n_members=None, min_lr=0.0,
                  schedule="cosine", selection="all", weighting="auto", combine="proba",
                  calibration="auto", validation_fraction=0.1, checkpoint_dir=None,
-                 n_runs=1, bootstrap=False, cross_fit="auto", n_jobs=None, random_state=None,
-                 verbose=0):
+                 n_runs=1, bootstrap="auto", n_jobs=None, random_state=None, verbose=0):
         self.net = net
         self.n_snapshots = n_snapshots
         self.n_members = n_members
@@ -191,7 +189,6 @@ class BaseSnapshotEnsemble(BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.n_runs = n_runs
         self.bootstrap = bootstrap
-        self.cross_fit = cross_fit
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -293,8 +290,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
             # skorch infers its classes from y, which a Dataset X (or a bootstrap
             # sample missing a class) does not give it.
             net.set_params(classes=np.arange(data_kwargs["n_classes"]))
-        runs = folds or [(split[0] if not self.bootstrap else _bootstrap(split[0], seed),
-                          split[1]) for seed in seeds]
+        runs = folds or [(split[0] if not self._bootstrapped()
+                          else _bootstrap(split[0], seed), split[1]) for seed in seeds]
         checkpoints = [None] * self.n_runs
         if self.checkpoint_dir is not None:
             checkpoints, runs = self._checkpoints(X, y, net, seeds, runs, n, cross_fit)
@@ -315,23 +312,25 @@ class BaseSnapshotEnsemble(BaseEstimator):
                          data_driven=needs_validation(self.selection, self._weighting()))
         return _Plan(X, y, split, seeds, net, runs, checkpoints, valid, y_v)
 
+    def _bootstrapped(self):
+        """Whether each run trains on a bootstrap sample (``bootstrap=True``)."""
+        return not isinstance(self.bootstrap, str) and bool(self.bootstrap)
+
     def _cross_fitting(self, n_rows, X_valid):
-        """Whether this fit cross-fits its runs (``cross_fit``, with "auto" resolved)."""
-        if self.cross_fit == "auto":
+        """Whether this fit cross-fits its runs (``bootstrap="folds"``, or what "auto" picks)."""
+        if self.bootstrap == "auto":
             return (self._can_cross_fit and self.n_runs > 1 and X_valid is None
-                    and not self.bootstrap and self.validation_fraction > 0
-                    and n_rows <= CROSS_FIT_MAX_ROWS)
-        if not self.cross_fit:
+                    and self.validation_fraction > 0 and n_rows <= CROSS_FIT_MAX_ROWS)
+        if self.bootstrap != "folds":
             return False
         conflict = ("" if self._can_cross_fit else f"{type(self).__name__} does not cross-fit "
-                    "(the spread between runs cannot be seen out of fold)")
+                    "its runs (the spread between runs cannot be seen out of fold)")
         conflict = conflict or next((why for bad, why in (
             (self.n_runs < 2, f"it needs n_runs >= 2 folds, got n_runs={self.n_runs}"),
-            (X_valid is not None, "its validation rows are the folds, not X_valid"),
-            (self.bootstrap, "its runs train on the other folds, not bootstrap samples"),
+            (X_valid is not None, "the folds are the validation rows, not X_valid"),
         ) if bad), "")
         if conflict:
-            raise ValueError(f"cross_fit=True: {conflict}. Use cross_fit=False or 'auto'.")
+            raise ValueError(f"bootstrap='folds': {conflict}. Use bootstrap=False or 'auto'.")
         return True
 
     def _folds(self, y, rng):
@@ -340,12 +339,12 @@ class BaseSnapshotEnsemble(BaseEstimator):
         if self._stratified:
             counts = np.bincount(y)
             if counts.min() < k:
-                label = self.classes_[np.argmin(counts)]
+                label = self.classes_[np.argmin(counts)].tolist()
                 raise ValueError(
                     f"Cross-fitting n_runs={k} runs splits the rows into {k} stratified "
                     f"folds, but class {label!r} has only {counts.min()} rows, and every "
                     f"fold needs one of each class. Use n_runs <= {counts.min()}, or "
-                    "cross_fit=False (runs sharing one validation split)."
+                    "bootstrap=False (runs sharing one validation split)."
                 )
         if len(y) < 2 * k:
             raise ValueError(f"Cross-fitting n_runs={k} runs needs at least {2 * k} rows "
@@ -410,7 +409,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
         train = np.setdiff1d(np.arange(n), valid)
         for c, seed in zip(checkpoints, seeds):
             if c not in resumed:
-                c.split = (train if not self.bootstrap else _bootstrap(train, seed), valid)
+                c.split = (train if not self._bootstrapped() else _bootstrap(train, seed),
+                           valid)
         return checkpoints, [c.split for c in checkpoints]
 
     def _train_runs(self, plan):

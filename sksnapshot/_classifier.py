@@ -180,11 +180,27 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         drawn from ``random_state``) through ``n_snapshots`` cycles: the
         snapshots of all runs form one pool, which ``selection``,
         ``weighting`` and ``combine`` work on. K runs cost K times the
-        training of one. ``n_runs=1`` is the single run of the paper.
-    bootstrap : bool, default=False
-        Train each run on a bootstrap sample of the training rows (as many
-        rows, drawn with replacement from the run's seed). The validation
-        rows are the same for every run and never sampled.
+        training of one. ``n_runs=1`` is the single run of the paper. Which
+        rows each run trains on is ``bootstrap``'s; what each budget buys is
+        in the user guide ("What each budget buys").
+    bootstrap : {"auto", "folds"} or bool, default="auto"
+        Which rows each run trains on. False: all runs train on the same
+        rows and share one validation split (``validation_fraction``).
+        True: each run trains on a bootstrap sample of those rows (as many
+        rows, drawn with replacement from the run's seed); the validation
+        rows are the same for every run and never sampled. "folds"
+        (cross-fitted runs): the rows are split into ``n_runs`` stratified
+        folds; run ``r`` trains on the other folds and uses fold ``r`` as its
+        validation rows, so every row trains ``n_runs - 1`` runs and is
+        predicted out of fold once. The members (matched across runs by
+        their place from the end), their weights and the temperature are
+        then fitted on all rows' out-of-fold predictions, and each run's
+        mixture is tempered before the runs are averaged (``pooling_``);
+        ``validation_fraction`` is not used, and ``X_valid`` is refused.
+        Each class needs at least ``n_runs`` rows. "auto": "folds" with
+        ``n_runs > 1`` on at most 500 rows (the sizes the user guide's
+        benchmark measured; without ``X_valid`` and with
+        ``validation_fraction > 0``), False otherwise.
     n_jobs : int or None, default=None
         The runs trained at once, through :class:`joblib.Parallel` (None: 1,
         unless in a :func:`joblib.parallel_config` context; -1: all cores).
@@ -233,12 +249,21 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         The weight of each member, summing to 1.
     validation_scores_ : dict or None
         ``"accuracy"`` and ``"log_loss"`` of every snapshot on the validation
-        rows (arrays of length ``len(snapshots_)``); None without them.
+        rows (arrays of length ``len(snapshots_)``; with cross-fitted runs,
+        each on its own run's fold); None without them.
     disagreement_ : ndarray of shape (n_snapshots, n_snapshots) or None
         Fraction of validation rows on which two snapshots predict different
-        labels; None without validation rows.
+        labels (with cross-fitted runs: two snapshots of different runs, as
+        their places from the end do out of fold); None without validation
+        rows.
     temperature_ : float
         The fitted temperature (1.0 without validation rows or calibration).
+    pooling_ : {"mixture", "tempered runs"}
+        How ``predict_proba`` combines the members: "mixture", the weighted
+        average of their probabilities, then ``temperature_``; "tempered
+        runs" (cross-fitted runs, ``bootstrap="folds"``): each run's
+        weighted mixture scaled by ``temperature_``, then the runs averaged.
+        ``select`` sets "mixture" (its rows are predicted by every run).
     averaged_state_ : OrderedDict or None
         With ``combine="weights"``, the averaged model's state (CPU tensors).
     snapshot_iterations_ : list of int
