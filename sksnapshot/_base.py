@@ -50,7 +50,7 @@ __all__ = ["BaseSnapshotEnsemble", "CROSS_FIT_MAX_ROWS", "DEFAULT_NET_PARAMS"]
 
 # bootstrap="auto" cross-fits the runs of a fit with at most this many rows: the largest
 # training set on which benchmarks/worth.py measured it (results/worth.md).
-CROSS_FIT_MAX_ROWS = 500
+CROSS_FIT_MAX_ROWS = 300
 
 
 class _ForwardInputs(torch.nn.Module):

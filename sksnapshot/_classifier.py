@@ -198,7 +198,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         mixture is tempered before the runs are averaged (``pooling_``);
         ``validation_fraction`` is not used, and ``X_valid`` is refused.
         Each class needs at least ``n_runs`` rows. "auto": "folds" with
-        ``n_runs > 1`` on at most 500 rows (the sizes the user guide's
+        ``n_runs > 1`` on at most 300 rows (the sizes the user guide's
         benchmark measured; without ``X_valid`` and with
         ``validation_fraction > 0``), False otherwise.
     n_jobs : int or None, default=None
