@@ -276,7 +276,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         """Decide everything before training: the split, seeds, net, runs, checkpoints."""
         rng = check_random_state(self.random_state)
         n = n_samples(X)
-        cross_fit = self._cross_fitting(n, X_valid)
+        cross_fit = self._cross_fitting(y, X_valid)
         if X_valid is not None or cross_fit:
             split = (np.arange(n), np.arange(0))
         else:
@@ -316,11 +316,16 @@ class BaseSnapshotEnsemble(BaseEstimator):
         """Whether each run trains on a bootstrap sample (``bootstrap=True``)."""
         return not isinstance(self.bootstrap, str) and bool(self.bootstrap)
 
-    def _cross_fitting(self, n_rows, X_valid):
-        """Whether this fit cross-fits its runs (``bootstrap="folds"``, or what "auto" picks)."""
+    def _cross_fitting(self, y, X_valid):
+        """Whether this fit cross-fits its runs (``bootstrap="folds"``, or what "auto" picks).
+
+        "auto" never fails for the folds' sake: a class with fewer rows than runs keeps
+        the shared split, as before cross-fitting existed.
+        """
         if self.bootstrap == "auto":
-            return (self._can_cross_fit and self.n_runs > 1 and X_valid is None
-                    and self.validation_fraction > 0 and n_rows <= CROSS_FIT_MAX_ROWS)
+            return (self._can_cross_fit and 1 < self.n_runs <= np.bincount(y).min()
+                    and X_valid is None and self.validation_fraction > 0
+                    and len(y) <= CROSS_FIT_MAX_ROWS)
         if self.bootstrap != "folds":
             return False
         conflict = ("" if self._can_cross_fit else f"{type(self).__name__} does not cross-fit "

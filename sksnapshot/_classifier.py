@@ -199,8 +199,9 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         ``validation_fraction`` is not used, and ``X_valid`` is refused.
         Each class needs at least ``n_runs`` rows. "auto": "folds" with
         ``n_runs > 1`` on at most 300 rows (the sizes the user guide's
-        benchmark measured; without ``X_valid`` and with
-        ``validation_fraction > 0``), False otherwise.
+        benchmark measured; without ``X_valid``, with
+        ``validation_fraction > 0`` and at least ``n_runs`` rows of every
+        class), False otherwise.
     n_jobs : int or None, default=None
         The runs trained at once, through :class:`joblib.Parallel` (None: 1,
         unless in a :func:`joblib.parallel_config` context; -1: all cores).

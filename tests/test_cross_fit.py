@@ -107,12 +107,11 @@ def test_bad_fold_settings_are_refused_with_the_reason(data, params, fit, match)
         _ensemble(**{"bootstrap": "folds", **params}).fit(X, y, **fit)
 
 
-def test_auto_with_too_few_rows_of_a_class_names_it(data):
+def test_auto_keeps_the_shared_split_when_a_class_has_fewer_rows_than_runs(data):
     X, y = data
     y = y.copy()
     y[np.flatnonzero(y == 2)[2:]] = 0  # class 2: 2 rows, fewer than 3 folds
-    with pytest.raises(ValueError, match=r"class 2 has only 2 rows.*bootstrap=False"):
-        _ensemble().fit(X, y)
+    assert _ensemble().fit(X, y).pooling_ == "mixture"
 
 
 def test_the_regressor_refuses_folds_and_auto_shares_the_split(data):
