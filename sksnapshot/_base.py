@@ -46,11 +46,14 @@ from .selection._rules import (
     without_validation,
 )
 
-__all__ = ["BaseSnapshotEnsemble", "CROSS_FIT_MAX_ROWS", "DEFAULT_NET_PARAMS"]
+__all__ = ["BaseSnapshotEnsemble", "CROSS_FIT_MAX_ROWS", "CROSS_FIT_MIN_RUNS", "DEFAULT_NET_PARAMS"]
 
-# bootstrap="auto" cross-fits the runs of a fit with at most this many rows: the largest
-# training set on which benchmarks/worth.py measured it (results/worth.md).
+# bootstrap="auto" cross-fits the runs of a fit with at most this many rows (the largest
+# training set benchmarks/worth.py measured), and only from this many runs on, where every
+# run trains on 4/5 of the rows: 2 and 3 folds lost to the single net on the smallest
+# time-series sets, whose fold runs saw 18-33 rows (results/worth.md).
 CROSS_FIT_MAX_ROWS = 300
+CROSS_FIT_MIN_RUNS = 5
 
 
 class _ForwardInputs(torch.nn.Module):
@@ -323,7 +326,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
         the shared split, as before cross-fitting existed.
         """
         if self.bootstrap == "auto":
-            return (self._can_cross_fit and 1 < self.n_runs <= np.bincount(y).min()
+            return (self._can_cross_fit
+                    and CROSS_FIT_MIN_RUNS <= self.n_runs <= np.bincount(y).min()
                     and X_valid is None and self.validation_fraction > 0
                     and len(y) <= CROSS_FIT_MAX_ROWS)
         if self.bootstrap != "folds":

@@ -198,10 +198,9 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         mixture is tempered before the runs are averaged (``pooling_``);
         ``validation_fraction`` is not used, and ``X_valid`` is refused.
         Each class needs at least ``n_runs`` rows. "auto": "folds" with
-        ``n_runs > 1`` on at most 300 rows (the sizes the user guide's
-        benchmark measured; without ``X_valid``, with
-        ``validation_fraction > 0`` and at least ``n_runs`` rows of every
-        class), False otherwise.
+        ``n_runs >= 5`` on at most 300 rows (where the user guide's benchmark
+        found it best; without ``X_valid``, with ``validation_fraction > 0``
+        and at least ``n_runs`` rows of every class), False otherwise.
     n_jobs : int or None, default=None
         The runs trained at once, through :class:`joblib.Parallel` (None: 1,
         unless in a :func:`joblib.parallel_config` context; -1: all cores).

@@ -56,15 +56,25 @@ def test_every_row_is_predicted_out_of_fold_exactly_once(data, monkeypatch):
     assert clf.disagreement_.shape == (6, 6)
 
 
-def test_auto_cross_fits_several_runs_on_small_data_only(data, monkeypatch):
+def test_auto_cross_fits_five_runs_or_more_on_small_data_only(data, monkeypatch):
     X, y = data
+    monkeypatch.setattr(sksnapshot._base, "CROSS_FIT_MIN_RUNS", 3)  # 3 tiny runs suffice here
     assert _ensemble().fit(X, y).pooling_ == "tempered runs"  # 120 rows, 3 runs
-    assert _ensemble(n_runs=1).fit(X, y).pooling_ == "mixture"
+    assert _ensemble(n_runs=2).fit(X, y).pooling_ == "mixture"  # fewer runs: a shared split
     assert _ensemble(bootstrap=False).fit(X, y).pooling_ == "mixture"
     assert _ensemble(validation_fraction=0.0).fit(X, y).pooling_ == "mixture"
     assert _ensemble().fit(X[:90], y[:90], X_valid=X[90:], y_valid=y[90:]).pooling_ == "mixture"
     monkeypatch.setattr(sksnapshot._base, "CROSS_FIT_MAX_ROWS", 100)
     assert _ensemble().fit(X, y).pooling_ == "mixture"
+    assert sksnapshot._base.CROSS_FIT_MIN_RUNS == 3  # the real default is 5, tested below
+
+
+def test_auto_is_cross_fitted_from_five_runs(data, monkeypatch):
+    seen = _recording(monkeypatch)
+    X, y = data
+    clf = SnapshotEnsembleClassifier(tiny_net(max_epochs=1), n_snapshots=1, n_runs=5,
+                                     random_state=0).fit(X, y)
+    assert clf.pooling_ == "tempered runs" and [len(valid) for _, valid in seen] == [24] * 5
 
 
 def test_the_runs_are_tempered_then_averaged(data):
@@ -107,7 +117,8 @@ def test_bad_fold_settings_are_refused_with_the_reason(data, params, fit, match)
         _ensemble(**{"bootstrap": "folds", **params}).fit(X, y, **fit)
 
 
-def test_auto_keeps_the_shared_split_when_a_class_has_fewer_rows_than_runs(data):
+def test_auto_keeps_the_shared_split_when_a_class_has_fewer_rows_than_runs(data, monkeypatch):
+    monkeypatch.setattr(sksnapshot._base, "CROSS_FIT_MIN_RUNS", 3)
     X, y = data
     y = y.copy()
     y[np.flatnonzero(y == 2)[2:]] = 0  # class 2: 2 rows, fewer than 3 folds
@@ -141,10 +152,10 @@ def test_clone_grid_search_and_joblib(data, tmp_path):
 
 def test_save_and_load_keep_the_pooling(data, tmp_path):
     X, y = data
-    clf = _ensemble(n_runs=2).fit(X, y)
+    clf = _ensemble(n_runs=2, bootstrap="folds").fit(X, y)
     save_ensemble(clf, tmp_path)
     loaded = load_ensemble(tmp_path)
-    assert loaded.pooling_ == "tempered runs" and loaded.bootstrap == "auto"
+    assert loaded.pooling_ == "tempered runs" and loaded.bootstrap == "folds"
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     with pytest.raises(NotImplementedError, match="cross-fitted"):
         clf.to_torch()
@@ -152,8 +163,9 @@ def test_save_and_load_keep_the_pooling(data, tmp_path):
 
 def test_resuming_cross_fitted_runs_from_their_checkpoints(data, tmp_path):
     X, y = data
-    expected = _ensemble(n_runs=2).fit(X, y)
-    resumed = _ensemble(n_runs=2, checkpoint_dir=tmp_path).fit(X, y)
-    again = _ensemble(n_runs=2, checkpoint_dir=tmp_path).fit(X, y)  # every run done: resumed
+    expected = _ensemble(n_runs=2, bootstrap="folds").fit(X, y)
+    resumed = _ensemble(n_runs=2, bootstrap="folds", checkpoint_dir=tmp_path).fit(X, y)
+    # Every run is done: all resumed.
+    again = _ensemble(n_runs=2, bootstrap="folds", checkpoint_dir=tmp_path).fit(X, y)
     np.testing.assert_allclose(resumed.predict_proba(X), expected.predict_proba(X), atol=1e-6)
     np.testing.assert_allclose(again.predict_proba(X), expected.predict_proba(X), atol=1e-6)
