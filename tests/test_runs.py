@@ -19,8 +19,7 @@ from .conftest import interrupted_at, tiny_net
 
 
 def _ensemble(**params):
-    # Runs sharing one validation split; cross-fitted runs are tested in test_cross_fit.py.
-    params = {"n_snapshots": 2, "random_state": 0, "cross_fit": False, **params}
+    params = {"n_snapshots": 2, "random_state": 0, **params}
     return SnapshotEnsembleClassifier(tiny_net(max_epochs=4), **params)
 
 
