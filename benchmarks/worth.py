@@ -44,6 +44,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 
 from sksnapshot import SnapshotEnsembleClassifier
+from sksnapshot._base import CROSS_FIT_MIN_RUNS
 from sksnapshot._calibration import POOLINGS, fit_temperature, pool_runs
 from sksnapshot._split import validation_split
 
@@ -405,7 +406,10 @@ def write(raw, tasks, seeds, out, note):
             "calibrated: after a temperature fitted by test-time cross-validation (the "
             "method's quality, Ashukha et al. 2020). Intervals: 95 %, paired t over seeds. "
             "Deep-ensemble equivalent: of the calibrated score, against uniform averages of "
-            "k nets (the shared-split fit's runs, each trained on 90 % of the rows).\n\n"
+            "k nets (the shared-split fit's runs, each trained on 90 % of the rows). "
+            "`n_runs=K` with nothing else set (`bootstrap=\"auto\"`) is the `bootstrap='folds'` "
+            f"row from K = {CROSS_FIT_MIN_RUNS} on and the `bootstrap=False` row below it "
+            "(on at most 300 rows).\n\n"
             + tables(raw, tasks, seeds) + "\n" + comparisons(raw, tasks, seeds))
     (out / "worth.md").write_text(text)
     plot(raw, tasks, seeds, out / "worth.png")
