@@ -182,7 +182,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         ``weighting`` and ``combine`` work on. K runs cost K times the
         training of one. ``n_runs=1`` is the single run of the paper. Which
         rows each run trains on is ``bootstrap``'s; what each budget buys is
-        in the user guide ("What each budget buys").
+        in the user guide ("What each budget buys on small data").
     bootstrap : {"auto", "folds"} or bool, default="auto"
         Which rows each run trains on. False: all runs train on the same
         rows and share one validation split (``validation_fraction``).
