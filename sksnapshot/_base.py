@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch.dataset import unpack_data
@@ -47,7 +48,14 @@ from .selection._rules import (
     without_validation,
 )
 
-__all__ = ["BaseSnapshotEnsemble", "DEFAULT_NET_PARAMS"]
+__all__ = ["BaseSnapshotEnsemble", "CROSS_FIT_MAX_ROWS", "CROSS_FIT_MIN_RUNS", "DEFAULT_NET_PARAMS"]
+
+# bootstrap="auto" cross-fits the runs of a fit with at most this many rows (the largest
+# training set benchmarks/worth.py measured), and only from this many runs on, where every
+# run trains on 4/5 of the rows: 2 and 3 folds lost to the single net on the smallest
+# time-series sets, whose fold runs saw 18-33 rows (results/worth.md).
+CROSS_FIT_MAX_ROWS = 300
+CROSS_FIT_MIN_RUNS = 5
 
 
 class _ForwardInputs(torch.nn.Module):
@@ -101,6 +109,7 @@ class _Plan:
     checkpoints: list  # each run's CheckpointDir, or None
     valid: tuple  # the validation rows given to skorch, (X, y), or None
     y_valid: np.ndarray  # their encoded targets
+    cross_fit: bool = False  # runs[r][1] is fold r: run r's own validation rows
 
     @property
     def X_valid(self):
@@ -155,6 +164,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
 
     _target_checks = {}
     _validation_attributes = ("validation_scores_",)
+    _can_cross_fit = False
 
     _parameter_constraints = {
         "net": "no_validation",
@@ -168,7 +178,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "checkpoint_dir": [None, str, os.PathLike],
         "n_runs": [_Count(Integral, 1, None, closed="left")],
-        "bootstrap": ["boolean"],
+        "bootstrap": [StrOptions({"auto", "folds"}), "boolean"],
         "n_jobs": [None, Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -177,7 +187,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
     def __init__(self, net=None, *, n_snapshots="auto", n_members=None, min_lr=0.0,
                  schedule="cosine", selection="all", weighting="auto", combine="proba",
                  calibration="auto", validation_fraction=0.1, checkpoint_dir=None,
-                 n_runs=1, bootstrap=False, n_jobs=None, random_state=None, verbose=0):
+                 n_runs=1, bootstrap="auto", n_jobs=None, random_state=None, verbose=0):
         self.net = net
         self.n_snapshots = n_snapshots
         self.n_members = n_members
@@ -254,7 +264,10 @@ class BaseSnapshotEnsemble(BaseEstimator):
         plan = self._plan(X, y, data_kwargs, X_valid, y_valid)
         results, bn_rows = self._train(plan)
         self._keep(results)
-        self._select(plan.X_valid, plan.y_valid, bn_rows)
+        if plan.cross_fit:
+            self._select_out_of_fold(plan, bn_rows)
+        else:
+            self._select(plan.X_valid, plan.y_valid, bn_rows)
         if self.verbose:
             print(f"{type(self).__name__}: {len(self.snapshots_)} snapshots in "
                   f"{self.n_iter_} iterations; members {self.members_.tolist()} with "
@@ -275,11 +288,13 @@ class BaseSnapshotEnsemble(BaseEstimator):
         """Decide everything before training: the split, seeds, net, runs, checkpoints."""
         rng = check_random_state(self.random_state)
         n = n_samples(X)
-        if X_valid is not None:
+        cross_fit = self._cross_fitting(y, X_valid)
+        if X_valid is not None or cross_fit:
             split = (np.arange(n), np.arange(0))
         else:
             strata = y if self._stratified else np.zeros(n, dtype=np.int64)
             split = validation_split(strata, self.validation_fraction, rng)
+        folds = self._folds(y, rng) if cross_fit else None
         seeds = _run_seeds(rng, self.random_state, self.n_runs)
 
         net = build_net(self, data_kwargs, self.sample_shape_)
@@ -287,12 +302,17 @@ class BaseSnapshotEnsemble(BaseEstimator):
             # skorch infers its classes from y, which a Dataset X (or a bootstrap
             # sample missing a class) does not give it.
             net.set_params(classes=np.arange(data_kwargs["n_classes"]))
-        runs = [(split[0] if not self.bootstrap else _bootstrap(split[0], seed), split[1])
-                for seed in seeds]
+        runs = folds or [(split[0] if not self._bootstrapped()
+                          else _bootstrap(split[0], seed), split[1]) for seed in seeds]
         checkpoints = [None] * self.n_runs
         if self.checkpoint_dir is not None:
-            checkpoints, runs = self._checkpoints(X, y, net, seeds, runs, n)
-        valid_idx = runs[0][1]  # shared by every run
+            checkpoints, runs = self._checkpoints(X, y, net, seeds, runs, n, cross_fit)
+        valid_idx = runs[0][1]  # shared by every run, unless cross-fitted
+        if cross_fit:  # each run gets its own fold (_train); every row is out of fold once
+            valid, y_v = None, y
+            warn_small_split(min(len(t) for t, _ in runs), min(len(v) for _, v in runs),
+                             data_driven=False)
+            return _Plan(X, y, split, seeds, net, runs, checkpoints, valid, y_v, cross_fit)
         if X_valid is not None:
             X_v, y_v = self._labelled_rows(X_valid, y_valid)
             valid = (X_v, y_v) if not is_dataset(X_v) else take_rows(X_v, y_v, np.arange(len(y_v)))
@@ -304,20 +324,68 @@ class BaseSnapshotEnsemble(BaseEstimator):
                          data_driven=needs_validation(self.selection, self._weighting()))
         return _Plan(X, y, split, seeds, net, runs, checkpoints, valid, y_v)
 
+    def _bootstrapped(self):
+        """Whether each run trains on a bootstrap sample (``bootstrap=True``)."""
+        return not isinstance(self.bootstrap, str) and bool(self.bootstrap)
+
+    def _cross_fitting(self, y, X_valid):
+        """Whether this fit cross-fits its runs (``bootstrap="folds"``, or what "auto" picks).
+
+        "auto" never fails for the folds' sake: a class with fewer rows than runs keeps
+        the shared split, as before cross-fitting existed.
+        """
+        if self.bootstrap == "auto":
+            return (self._can_cross_fit
+                    and CROSS_FIT_MIN_RUNS <= self.n_runs <= np.bincount(y).min()
+                    and X_valid is None and self.validation_fraction > 0
+                    and len(y) <= CROSS_FIT_MAX_ROWS)
+        if self.bootstrap != "folds":
+            return False
+        conflict = ("" if self._can_cross_fit else f"{type(self).__name__} does not cross-fit "
+                    "its runs (the spread between runs cannot be seen out of fold)")
+        conflict = conflict or next((why for bad, why in (
+            (self.n_runs < 2, f"it needs n_runs >= 2 folds, got n_runs={self.n_runs}"),
+            (X_valid is not None, "the folds are the validation rows, not X_valid"),
+        ) if bad), "")
+        if conflict:
+            raise ValueError(f"bootstrap='folds': {conflict}. Use bootstrap=False or 'auto'.")
+        return True
+
+    def _folds(self, y, rng):
+        """The runs' (training rows, fold): ``n_runs`` folds, stratified for a classifier."""
+        k = self.n_runs
+        if self._stratified:
+            counts = np.bincount(y)
+            if counts.min() < k:
+                label = self.classes_[np.argmin(counts)].tolist()
+                raise ValueError(
+                    f"Cross-fitting n_runs={k} runs splits the rows into {k} stratified "
+                    f"folds, but class {label!r} has only {counts.min()} rows, and every "
+                    f"fold needs one of each class. Use n_runs <= {counts.min()}, or "
+                    "bootstrap=False (runs sharing one validation split)."
+                )
+        if len(y) < 2 * k:
+            raise ValueError(f"Cross-fitting n_runs={k} runs needs at least {2 * k} rows "
+                             f"(each fold trains on the others), got {len(y)}.")
+        cv = (StratifiedKFold if self._stratified else KFold)(
+            k, shuffle=True, random_state=rng.randint(np.iinfo(np.int32).max))
+        return list(cv.split(np.zeros((len(y), 1)), y))
+
     def _train(self, plan):
         """Train the plan's runs: their ``(net, record)`` pairs, and the rows for BatchNorm."""
-        if self.n_runs == 1:  # in this process
+        if self.n_runs == 1 and not plan.cross_fit:  # in this process
             train = take_rows(plan.X, plan.y, plan.runs[0][0])
             return [_train_run(self, plan.net, train, plan.valid, plan.seeds[0],
                                plan.checkpoints[0])], train[0]
         results = self._train_runs(plan)
         # BatchNorm statistics of averaged weights: on the training rows, not a sample.
         n = n_samples(plan.X)
-        bn_rows = (take_rows(plan.X, plan.y, np.setdiff1d(np.arange(n), plan.runs[0][1]))[0]
+        held_out = np.arange(0) if plan.cross_fit else plan.runs[0][1]
+        bn_rows = (take_rows(plan.X, plan.y, np.setdiff1d(np.arange(n), held_out))[0]
                    if self.combine == "weights" else None)
         return results, bn_rows
 
-    def _checkpoints(self, X, y, net, seeds, runs, n):
+    def _checkpoints(self, X, y, net, seeds, runs, n, cross_fit=False):
         """One :class:`CheckpointDir` per run, and the runs' splits (a resumed run keeps its own).
 
         One run uses ``checkpoint_dir`` itself; several use ``run_000/``, ``run_001/``...
@@ -339,6 +407,16 @@ class BaseSnapshotEnsemble(BaseEstimator):
         resumed = [c for c, split in zip(checkpoints, runs) if c.split is not split]
         if not resumed:
             return checkpoints, runs
+        if cross_fit:
+            if any(not np.array_equal(c.split[1], split[1])
+                   for c, split in zip(checkpoints, runs)):
+                raise ValueError(
+                    f"The runs saved in {str(self.checkpoint_dir)!r} were cross-fitted on "
+                    "other folds, so they cannot be resumed into one ensemble (the folds "
+                    "follow from random_state: set it to resume). Delete that directory to "
+                    "start afresh, or pass another checkpoint_dir."
+                )
+            return checkpoints, runs
         valid = resumed[0].split[1]
         if any(not np.array_equal(c.split[1], valid) for c in resumed):
             raise ValueError(
@@ -349,7 +427,8 @@ class BaseSnapshotEnsemble(BaseEstimator):
         train = np.setdiff1d(np.arange(n), valid)
         for c, seed in zip(checkpoints, seeds):
             if c not in resumed:
-                c.split = (train if not self.bootstrap else _bootstrap(train, seed), valid)
+                c.split = (train if not self._bootstrapped() else _bootstrap(train, seed),
+                           valid)
         return checkpoints, [c.split for c in checkpoints]
 
     def _train_runs(self, plan):
@@ -369,7 +448,9 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 if stop:  # a Ctrl-C ended the last run (sequential backends only)
                     return
                 train = take_rows(plan.X, plan.y, plan.runs[r][0])
-                yield delayed(_train_run)(worker, nets[r], train, plan.valid, plan.seeds[r],
+                valid = (take_rows(plan.X, plan.y, plan.runs[r][1]) if plan.cross_fit
+                         else plan.valid)
+                yield delayed(_train_run)(worker, nets[r], train, valid, plan.seeds[r],
                                           plan.checkpoints[r])
 
         results = []
@@ -456,6 +537,42 @@ class BaseSnapshotEnsemble(BaseEstimator):
         calibrate = X_valid is not None and self._calibration() is not None
         setattr(self, self._calibration_attribute,
                 self._fit_calibration(X_valid, y_valid) if calibrate else 1.0)
+
+    def _select_out_of_fold(self, plan, X_bn):
+        """Members, weights and calibration of cross-fitted runs, from every row out of fold.
+
+        Run ``r`` predicts its own fold only. The snapshots are matched across runs by
+        their place from the end (the last of every run, the one before...; a run with
+        more snapshots than the others lends only its last ones), and the rows' out-of-fold
+        outputs of each place form one "member" of the mixture loss: the choice and its
+        weights then fit what the pooled runs predict, each place's weight shared
+        equally by the runs. The calibration is fitted on the rows' out-of-fold mixtures
+        (``_fit_run_calibration``).
+        """
+        runs = np.asarray(self.snapshot_runs_)
+        n_runs = runs.max() + 1  # an interrupted fit may have fewer runs than n_runs
+        places = min(np.count_nonzero(runs == r) for r in range(n_runs))
+        snapshot_of = [np.flatnonzero(runs == r)[-places:] for r in range(n_runs)]
+        folds = [valid for _, valid in plan.runs[:n_runs]]
+        rows = np.concatenate(folds)
+        outputs = [self._member_outputs(take_rows(plan.X, plan.y, fold)[0],
+                                        [self.snapshots_[i] for i in np.flatnonzero(runs == r)])
+                   for r, fold in enumerate(folds)]
+        oof = np.empty((places, len(plan.y), *outputs[0].shape[2:]), dtype=outputs[0].dtype)
+        for fold, out in zip(folds, outputs):
+            oof[:, fold] = out[len(out) - places:]
+        oof, y = oof[:, rows], plan.y[rows]  # the rows of the runs trained (all, unless cut)
+        n_members = self.n_members if self.n_members is None else min(self.n_members, places)
+        chosen, weights = choose(self._validation_loss(oof, y), self.selection, n_members,
+                                 self._weighting())
+        self._per_snapshot_scores(outputs, [plan.y[f] for f in folds], places)
+        self.members_ = np.array([snapshot_of[r][j] for r in range(n_runs) for j in chosen])
+        self.weights_ = np.tile(weights, n_runs) / n_runs
+        self.averaged_state_ = self._average_weights(X_bn) if self.combine == "weights" else None
+        calibrate = self._calibration() is not None
+        run_of_row = np.concatenate([np.full(len(f), r) for r, f in enumerate(folds)])
+        mixture = np.tensordot(weights, oof[chosen], axes=1)
+        self._fit_run_calibration(mixture, y, run_of_row, calibrate)
 
     def _average_weights(self, X_bn):
         """Stochastic weight averaging of the chosen snapshots into one state.

@@ -167,11 +167,27 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         drawn from ``random_state``) through ``n_snapshots`` cycles: the
         snapshots of all runs form one pool, which ``selection``,
         ``weighting`` and ``combine`` work on. K runs cost K times the
-        training of one. ``n_runs=1`` is the single run of the paper.
-    bootstrap : bool, default=False
-        Train each run on a bootstrap sample of the training rows (as many
-        rows, drawn with replacement from the run's seed). The validation
-        rows are the same for every run and never sampled.
+        training of one. ``n_runs=1`` is the single run of the paper. Which
+        rows each run trains on is ``bootstrap``'s; what each budget buys is
+        in the user guide ("What each budget buys on small data").
+    bootstrap : {"auto", "folds"} or bool, default="auto"
+        Which rows each run trains on. False: all runs train on the same
+        rows and share one validation split (``validation_fraction``).
+        True: each run trains on a bootstrap sample of those rows (as many
+        rows, drawn with replacement from the run's seed); the validation
+        rows are the same for every run and never sampled. "folds"
+        (cross-fitted runs): the rows are split into ``n_runs`` stratified
+        folds; run ``r`` trains on the other folds and uses fold ``r`` as its
+        validation rows, so every row trains ``n_runs - 1`` runs and is
+        predicted out of fold once. The members (matched across runs by
+        their place from the end), their weights and the temperature are
+        then fitted on all rows' out-of-fold predictions, and each run's
+        mixture is tempered before the runs are averaged (``pooling_``);
+        ``validation_fraction`` is not used, and ``X_valid`` is refused.
+        Each class needs at least ``n_runs`` rows. "auto": "folds" with
+        ``n_runs >= 5`` on at most 300 rows (where the user guide's benchmark
+        found it best; without ``X_valid``, with ``validation_fraction > 0``
+        and at least ``n_runs`` rows of every class), False otherwise.
     n_jobs : int or None, default=None
         The runs trained at once, through :class:`joblib.Parallel` (None: 1,
         unless in a :func:`joblib.parallel_config` context; -1: all cores).
@@ -220,12 +236,21 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         The weight of each member, summing to 1.
     validation_scores_ : dict or None
         ``"accuracy"`` and ``"log_loss"`` of every snapshot on the validation
-        rows (arrays of length ``len(snapshots_)``); None without them.
+        rows (arrays of length ``len(snapshots_)``; with cross-fitted runs,
+        each on its own run's fold); None without them.
     disagreement_ : ndarray of shape (n_snapshots, n_snapshots) or None
         Fraction of validation rows on which two snapshots predict different
-        labels; None without validation rows.
+        labels (with cross-fitted runs: two snapshots of different runs, as
+        their places from the end do out of fold); None without validation
+        rows.
     temperature_ : float
         The fitted temperature (1.0 without validation rows or calibration).
+    pooling_ : {"mixture", "tempered runs"}
+        How ``predict_proba`` combines the members: "mixture", the weighted
+        average of their probabilities, then ``temperature_``; "tempered
+        runs" (cross-fitted runs, ``bootstrap="folds"``): each run's
+        weighted mixture scaled by ``temperature_``, then the runs averaged.
+        ``select`` sets "mixture" (its rows are predicted by every run).
     averaged_state_ : OrderedDict or None
         With ``combine="weights"``, the averaged model's state (CPU tensors).
     snapshot_iterations_ : list of int
@@ -287,6 +312,9 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     _output_width_words = ("classes_", "has {width} classes")
     _validation_attributes = ("validation_scores_", "disagreement_")
     _stratified = True
+    _can_cross_fit = True
+    # How cross-fitted runs pool: chosen on benchmarks/worth.py (results/worth.md).
+    _cross_fit_pooling = "tempered runs"
 
     def _validate_targets(self, y):
         check_classification_targets(y)
@@ -308,6 +336,49 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
 
     def _fit_calibration(self, X_valid, y_valid):
         return fit_temperature(log_proba(normalise(self._weighted_outputs(X_valid))), y_valid)
+
+    def _select(self, X_valid, y_valid, X_bn):
+        super()._select(X_valid, y_valid, X_bn)
+        self.pooling_ = "mixture"  # rows every member predicts calibrate the average
+
+    def _per_snapshot_scores(self, outputs, ys, places):
+        """``validation_scores_`` and ``disagreement_`` of cross-fitted runs, per snapshot.
+
+        ``outputs[r]`` are run ``r``'s snapshots on its fold, ``ys[r]`` that fold's
+        labels; ``disagreement_`` holds the matrix of the ``places`` out of fold (the
+        snapshots matched across runs from the end). A snapshot is scored on its own
+        fold; two snapshots of one run disagree as they do on their fold, two of
+        different runs as their places do out of fold (a run's earlier snapshots
+        without a place count as its first place).
+        """
+        scores = [member_scores(out, y) for out, y in zip(outputs, ys)]
+        self.validation_scores_ = {k: np.concatenate([s[k] for s in scores]) for k in scores[0]}
+        place = np.concatenate([np.maximum(0, np.arange(len(out)) - (len(out) - places))
+                                for out in outputs])
+        matrix = self.disagreement_[np.ix_(place, place)]
+        start = 0
+        for out in outputs:
+            stop = start + len(out)
+            matrix[start:stop, start:stop] = disagreement_matrix(out)
+            start = stop
+        self.disagreement_ = matrix
+
+    def _fit_run_calibration(self, mixture, y, run_of_row, calibrate):
+        """The temperature of cross-fitted runs, from each row's out-of-fold mixture.
+
+        Every row is predicted by one run, so the temperature calibrates one run's
+        mixture: it is applied to each run before the runs are pooled
+        (``pooling_``), not to their average, which pooling already softens.
+        """
+        self.temperature_ = (fit_temperature(log_proba(normalise(mixture)), y) if calibrate
+                             else 1.0)
+        self.pooling_ = "mixture" if self.averaged_state_ is not None else self._cross_fit_pooling
+
+    def _member_runs(self):
+        """The run of each predicting member (None for one averaged model)."""
+        if self.averaged_state_ is not None:
+            return None
+        return np.asarray(self.snapshot_runs_)[self.members_].tolist()
 
     def _calibrated(self, proba):
         """Normalised, temperature-scaled, finite probabilities from a weighted average."""
@@ -343,11 +414,12 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         """
         X = self._validate_X_predict(X)
         probas = self._member_outputs(X, [self.snapshots_[i] for i in self.members_])
-        total, weight = 0.0, 0.0
-        for w, proba in zip(self.weights_, probas):
-            total = total + w * proba.astype(np.float64)
-            weight += w
-            yield self._calibrated(total / weight)
+        runs = np.asarray(self.snapshot_runs_)[self.members_].tolist()
+        temperature, pooling = getattr(self, "temperature_", 1.0), self._pooling()
+        for k in range(1, len(probas) + 1):
+            weights = self.weights_[:k] / self.weights_[:k].sum()
+            head = ProbaHead(temperature, runs[:k], pooling)
+            yield self._check_finite(head(probas[:k].astype(np.float64), weights))
 
     def predict_proba(self, X):
         """The members' class probabilities, averaged and calibrated.
@@ -365,7 +437,11 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
             with ``calibration=None``), columns ordered as ``classes_``.
         """
         X = self._validate_X_predict(X)
-        return self._calibrated(self._weighted_outputs(X))
+        if self._pooling() == "mixture":
+            return self._calibrated(self._weighted_outputs(X))
+        head = self._prediction_head()  # cross-fitted runs: pooled run by run
+        return self._reduced_outputs(X, lambda probas, weights: self._check_finite(
+            head(probas, weights)))
 
     def _check_finite(self, proba):
         """Never hand out NaN: name the rows instead."""
@@ -572,8 +648,14 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
     def _data_kwargs(self):
         return {"n_classes": len(self.classes_)}
 
+    def _pooling(self):
+        return getattr(self, "pooling_", "mixture")  # files saved before it: the mixture
+
     def _prediction_head(self, return_std=False):
-        return ProbaHead(getattr(self, "temperature_", 1.0))  # format-1 files have none
+        # format-1 files have no temperature_
+        pooling = self._pooling()
+        runs = None if pooling == "mixture" else self._member_runs()
+        return ProbaHead(getattr(self, "temperature_", 1.0), runs, pooling)
 
     def _soft_targets(self, X):
         return self.predict_proba(X).astype(np.float32)

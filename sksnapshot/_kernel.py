@@ -35,6 +35,7 @@ from torch import nn
 __all__ = [
     "LOG_PROBA_FLOOR",
     "LOG_VAR_BOUND",
+    "POOLINGS",
     "PROBA_FLOOR",
     "EnsembleSpec",
     "GaussianHead",
@@ -44,6 +45,7 @@ __all__ = [
     "log_proba",
     "mixture",
     "normalise",
+    "pool_runs",
     "split_outputs",
     "temper",
     "weighted_sum",
@@ -108,16 +110,32 @@ def temper(log_p, temperature):
     return xp.exp(z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True)))
 
 
+#: How the members of several runs become one calibrated prediction (``ProbaHead``).
+POOLINGS = ("mixture", "tempered runs", "log")
+
+
 class ProbaHead(nn.Module):
     """The classifier's prediction from its members' probabilities.
 
-    The weighted mean, normalised, then (for a temperature other than 1)
-    ``softmax(log(p) / T)``, as ``predict_proba`` returns it.
+    ``pooling="mixture"``: the weighted mean, normalised, then (for a
+    temperature other than 1) ``softmax(log(p) / T)``, as ``predict_proba``
+    returns it. With ``runs`` (the run of each member) the members of each
+    run are mixed first (weights renormalised within the run), and the runs
+    pooled: ``"tempered runs"`` tempers each run's mixture, then averages the
+    runs with their total weights (what a temperature fitted on out-of-fold
+    rows, each predicted by one run, calibrates); ``"log"`` averages the runs'
+    log-probabilities, then tempers.
     """
 
-    def __init__(self, temperature=1.0):
+    def __init__(self, temperature=1.0, runs=None, pooling="mixture"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
         self.temperature = float(temperature)
+        self.pooling = pooling
+        # Member positions by run, as Python ints: constants in a traced graph.
+        self.groups = None if pooling == "mixture" or runs is None else [
+            [i for i, r in enumerate(runs) if r == run] for run in sorted(set(runs))]
 
     def calibrate(self, proba):
         """Normalised and temperature-scaled probabilities from a weighted mean."""
@@ -127,7 +145,21 @@ class ProbaHead(nn.Module):
         return temper(log_proba(proba), self.temperature)
 
     def forward(self, outputs, weights):
-        return self.calibrate(weighted_sum(outputs, weights))
+        if self.groups is None:
+            return self.calibrate(weighted_sum(outputs, weights))
+        outputs = list(outputs)
+        shares = [float(sum(weights[i] for i in group)) for group in self.groups]
+        mixtures = [normalise(weighted_sum([outputs[i] for i in group],
+                                           [float(weights[i]) / share for i in group]))
+                    for group, share in zip(self.groups, shares)]
+        if self.pooling == "tempered runs":
+            return normalise(weighted_sum([self.calibrate(m) for m in mixtures], shares))
+        return temper(weighted_sum([log_proba(m) for m in mixtures], shares), self.temperature)
+
+
+def pool_runs(probas, weights, runs, temperature, pooling):
+    """Members' probabilities ``(n_members, n_rows, n_classes)`` pooled as ``ProbaHead`` does."""
+    return ProbaHead(temperature, runs, pooling)(probas, weights)
 
 
 # -- regression ----------------------------------------------------------------------

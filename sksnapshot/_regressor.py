@@ -79,10 +79,15 @@ class SnapshotEnsembleRegressor(RegressorMixin, BaseSnapshotEnsemble):
         (a module is wrapped in :func:`default_regressor_net`). Constructor
         parameters named ``n_features`` and ``n_outputs`` are filled in.
     n_snapshots, n_members, min_lr, schedule, combine, validation_fraction, \
-checkpoint_dir, n_runs, bootstrap, n_jobs, random_state, verbose
+checkpoint_dir, n_runs, n_jobs, random_state, verbose
         As for :class:`SnapshotEnsembleClassifier`. The validation split is not
         stratified, and the validation loss for choosing members is the
         squared error (Gaussian NLL for mean-variance members).
+    bootstrap : {"auto"} or bool, default="auto"
+        As for the classifier, without cross-fitted runs ("folds" is refused:
+        out of fold each row is predicted by one run, so the spread between
+        runs that ``return_std`` includes could not be calibrated there);
+        "auto" means False here.
     weighting : {"auto", "optimize", "shrink", "uniform"}, default="auto"
         As for the classifier, on the validation loss above, except that
         "auto" means "optimize" here: shrunk weights cost about 10 % RMSE on

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .._kernel import POOLINGS
 from .._modules import GaussianNLLCriterion
 from ..schedules import SCHEDULES, snapshot_iterations
 from ._format import short, warn
@@ -254,6 +255,10 @@ def _calibration(name):
     return check_it
 
 
+def _pooling(check, value, ctx):
+    return check.string(value, "fitted.pooling_", choices=POOLINGS)
+
+
 # -- what the writer saves, where it is not the attribute as it is ----------------
 
 def _saved_sample_shape(estimator):
@@ -345,6 +350,11 @@ FIELDS = (
           optional_since=2, save=_saved_calibration("temperature_")),
     Field("variance_scale_", _calibration("variance_scale_"), at=10, kinds=("regressor",),
           since=2, optional_since=2, save=_saved_calibration("variance_scale_")),
+    # Written for cross-fitted runs only (how predict_proba pools them); absent: the
+    # weighted average, as every earlier file.
+    Field("pooling_", _pooling, at=19, kinds=("classifier",), since=2, optional_since=2,
+          saved_if=lambda est: getattr(est, "pooling_", "mixture") != "mixture",
+          absent=lambda ctx: "mixture"),
 )
 _WRITE_ORDER = tuple(sorted(FIELDS, key=lambda field: field.at))
 

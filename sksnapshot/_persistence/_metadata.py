@@ -23,7 +23,7 @@ from ._format import (
 )
 
 #: Settings added after format 2, whose defaults are what every earlier file was fitted with.
-_LATER_PARAMS = ("n_runs", "bootstrap", "n_jobs")
+_LATER_PARAMS = ("n_runs", "bootstrap", "cross_fit", "n_jobs")
 
 
 def _module_signature(module):
