@@ -406,7 +406,7 @@ def fit_test_temperature(proba_val, y_val, bounds=(0.05, 20.0)):
     """The temperature minimising the log-loss of :func:`temperature_scale` on held-out rows.
 
     The *measurement* of Ashukha et al. (2020), not the library's calibration:
-    unlike :func:`sksnapshot._calibration.fit_temperature` it has no prior on
+    unlike :func:`sksnapshot.calibration.fit_temperature` it has no prior on
     ``log T`` (the measured model must not be helped), searches ``T`` in
     ``bounds`` (not ``[0.01, 100]``) to ``xatol=1e-4`` on ``log T``, works on
     probabilities clipped at 1e-300 (the library floors at 1e-15) and never

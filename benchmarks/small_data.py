@@ -30,7 +30,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from sksnapshot import SnapshotEnsembleClassifier, default_classifier_net
-from sksnapshot._calibration import apply_temperature, fit_temperature
+from sksnapshot.calibration import apply_temperature, fit_temperature
 from sksnapshot.selection import optimize_weights, select_members, shrink_weights
 
 from ._common import RESULTS, run_tasks
@@ -333,7 +333,7 @@ def tables(records):
         "NLL ratio = the rule's mean test log-loss / the single net's; Δacc, ΔECE in points "
         "(rule − single net). A cell *fails* when its NLL ratio > 1.01 or Δacc < −0.5 points "
         "(the issue's bar). T = temperature scaling of the combined probabilities "
-        "(`sksnapshot._calibration.fit_temperature`, prior strength 10 unless said).",
+        "(`sksnapshot.calibration.fit_temperature`, prior strength 10 unless said).",
         "",
         "### Suite summary (over the task x budget cells)",
         "",
@@ -420,7 +420,7 @@ def _moments(means, variances, indices, weights):
 def run_regression(seeds, epochs=100, print_fn=print):
     """benchmarks/regression.py's setting; every rule applied to one fit per seed."""
     from sksnapshot import SnapshotEnsembleRegressor, default_regressor_net
-    from sksnapshot._calibration import fit_variance_scale
+    from sksnapshot.calibration import fit_variance_scale
     from sksnapshot.selection import select_regression_members
 
     records = []

@@ -45,9 +45,9 @@ from sklearn.utils import check_random_state
 
 from sksnapshot import SnapshotEnsembleClassifier
 from sksnapshot._base import CROSS_FIT_MIN_RUNS
-from sksnapshot._calibration import fit_temperature
 from sksnapshot._kernel import POOLINGS, pool_runs
 from sksnapshot._split import validation_split
+from sksnapshot.calibration import fit_temperature
 
 from ._common import arg_parser, quiet_process, results_dir, run_note, run_tasks
 from ._data import (

@@ -157,6 +157,7 @@ def _check_api_page(app):
     """Warn (an error under -W) when an API page misses a public name of its module."""
     from sphinx.util import logging
 
+    import sksnapshot.calibration
     import sksnapshot.metrics
     import sksnapshot.plotting
     import sksnapshot.schedules
@@ -164,7 +165,8 @@ def _check_api_page(app):
 
     pages = {sksnapshot: "api.rst", sksnapshot.schedules: "api_schedules.rst",
              sksnapshot.selection: "api_selection.rst", sksnapshot.metrics: "api_metrics.rst",
-             sksnapshot.plotting: "api_plotting.rst"}
+             sksnapshot.plotting: "api_plotting.rst",
+             sksnapshot.calibration: "api_calibration.rst"}
     for module, page in pages.items():
         listed = set(re.findall(r"^   ([A-Za-z_][A-Za-z0-9_]*)\s*$",
                                 (HERE / page).read_text(), flags=re.MULTILINE))

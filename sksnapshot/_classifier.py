@@ -26,9 +26,8 @@ def default_classifier_net(module=MLPModule):
 
     SGD with Nesterov momentum 0.9, peak learning rate 0.1, 50 epochs of
     batches of 128 shuffled rows, cross-entropy on the module's logits, silent.
-    The learning rate is the largest of a swept grid (0.01-0.3) with which the
-    ensemble never lost to a single net on log-loss (``python -m
-    benchmarks.quality --part sweep``, ``benchmarks/results/sweep.md``).
+    The learning rate was chosen on a swept grid: the user guide has the
+    measurement (``python -m benchmarks.quality --part sweep``).
 
     Parameters
     ----------
@@ -89,7 +88,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         earlier snapshot's is refused (its best predecessor restored, the peak
         learning rate halved). A short budget, or fewer than 50 validation
         rows, gives one cycle: exactly the single net. With the "linear" schedule or a
-        callable, "auto" means 5. ``benchmarks/results/budget.md`` measures it.
+        callable, "auto" means 5. The user guide (:ref:`auto-cycles`) has the
+        rule and its measurements.
     n_members : int, default=None
         How many snapshots to predict with. For ``selection="last"`` the last
         ``n_members`` (None: all); for "diverse" exactly ``n_members`` and for
@@ -129,10 +129,8 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         data it puts almost all weight on one snapshot picked by noise).
         "uniform" gives equal weights ("greedy": its selection counts).
 
-        Measured on 9 small data sets (81-810 training rows, 2 budgets, 10
-        seeds, ``python -m benchmarks.small_data``): "shrink" with temperature
-        scaling never lost to the same net trained once, where "optimize"
-        lost in 6 of 18 cases.
+        Why "shrink" is the default: :ref:`choosing-members` in the user
+        guide (``python -m benchmarks.small_data``).
     combine : {"proba", "weights"}, default="proba"
         "proba" averages the members' predicted probabilities. "weights"
         averages the members' weights into one model (stochastic weight

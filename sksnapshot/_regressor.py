@@ -90,16 +90,15 @@ checkpoint_dir, n_runs, n_jobs, random_state, verbose
         "auto" means False here.
     weighting : {"auto", "optimize", "shrink", "uniform"}, default="auto"
         As for the classifier, on the validation loss above, except that
-        "auto" means "optimize" here: shrunk weights cost about 10 % RMSE on
-        diabetes, where the early, less over-fitted snapshots are the good
-        ones (``benchmarks/results/small_data.md``).
+        "auto" means "optimize" here, where the early, less over-fitted
+        snapshots can be the good ones (measured in the user guide,
+        :ref:`choosing-members`).
     calibration : {"auto", "variance"} or None, default="auto"
         "variance" (what "auto" means) fits one factor ``s`` of the
         predictive variance on the validation rows (maximum Gaussian
         likelihood, ``variance_scale_``); ``return_std`` is then
-        ``sqrt(s * variance)``. It brought the coverage of mean +- 2 std from
-        0.07 to 0.94 for squared-error members on diabetes. None leaves the
-        variance as the members give it.
+        ``sqrt(s * variance)`` (its coverage is measured in the user guide,
+        :ref:`choosing-members`). None leaves the variance as the members give it.
     selection : {"all", "last", "greedy"}, default="all"
         As for the classifier; "diverse" is for classifiers only.
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
 
-from sksnapshot._calibration import apply_temperature, fit_temperature, fit_variance_scale
+from sksnapshot.calibration import apply_temperature, fit_temperature, fit_variance_scale
 
 
 def _tempered_sample(t0, n=20000, n_classes=5, seed=0):

@@ -14,8 +14,8 @@ from sksnapshot import (
     load_ensemble,
     save_ensemble,
 )
-from sksnapshot._calibration import apply_temperature
 from sksnapshot._kernel import pool_runs
+from sksnapshot.calibration import apply_temperature
 
 from .conftest import tiny_net
 

@@ -16,9 +16,9 @@ from sksnapshot import (
     SnapshotEnsembleRegressor,
     default_regressor_net,
 )
-from sksnapshot._calibration import apply_temperature
 from sksnapshot._inference import inference_batch_size
 from sksnapshot._loader import batch_loader
+from sksnapshot.calibration import apply_temperature
 
 from .conftest import tiny_net
 

@@ -16,7 +16,6 @@ from sksnapshot import (
     SnapshotEnsembleRegressor,
     default_regressor_net,
 )
-from sksnapshot._calibration import apply_temperature
 from sksnapshot._distill import _Teacher
 from sksnapshot._kernel import (
     LOG_PROBA_FLOOR,
@@ -32,6 +31,7 @@ from sksnapshot._kernel import (
     temper,
     weighted_sum,
 )
+from sksnapshot.calibration import apply_temperature
 
 from .conftest import tiny_net
 

@@ -20,7 +20,7 @@ from sksnapshot import (
     load_ensemble,
     save_ensemble,
 )
-from sksnapshot._calibration import apply_temperature
+from sksnapshot.calibration import apply_temperature
 
 from .conftest import TokensAndFeatures, tiny_net
 
