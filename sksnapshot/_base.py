@@ -37,7 +37,7 @@ from ._inputs import (
 )
 from ._kernel import EnsembleSpec
 from ._split import validation_split, warn_small_split
-from ._training import DEFAULT_NET_PARAMS, build_net, train_once
+from ._training import DEFAULT_NET_PARAMS, RunSpec, build_net, train_once
 from .schedules import SCHEDULES
 from .selection._rules import (
     SELECTIONS,
@@ -92,8 +92,8 @@ def _train_run(estimator, net, train, valid, seed, checkpoint):
         estimator._check_module_output(net, first_rows(net, train[0]))
 
     with using(checkpoint, net):  # one fit at a time per checkpoint directory
-        return train_once(estimator, net, train, valid, seed=seed, checkpoint=checkpoint,
-                          on_initialized=check_output)
+        return train_once(estimator._run_spec(), net, train, valid, seed=seed,
+                          checkpoint=checkpoint, on_initialized=check_output)
 
 
 @dataclass
@@ -430,6 +430,13 @@ class BaseSnapshotEnsemble(BaseEstimator):
                 c.split = (train if not self._bootstrapped() else _bootstrap(train, seed),
                            valid)
         return checkpoints, [c.split for c in checkpoints]
+
+    def _run_spec(self):
+        """What training reads of the settings (:class:`~sksnapshot._training.RunSpec`):
+        ``n_snapshots="auto"`` is resolved here, once."""
+        return RunSpec(n_snapshots=self.n_snapshots, min_lr=self.min_lr, schedule=self.schedule,
+                       verbose=self.verbose, net_class=self._net_class,
+                       auto=self.n_snapshots == "auto")
 
     def _train_runs(self, plan):
         """Train the runs through joblib, in order; after an interrupted run, start no other.

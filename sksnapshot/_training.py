@@ -2,11 +2,13 @@
 
 The estimator calls :func:`build_net` and :func:`train_once`; it never reads
 the :class:`~sksnapshot.CyclicSnapshots` callback's attributes: the run ends
-with one :class:`~sksnapshot._callbacks.SnapshotRecord`.
+with one :class:`~sksnapshot._callbacks.SnapshotRecord`. A run reads the
+estimator's settings only through the :class:`RunSpec` the fit plans.
 """
 
 import contextlib
 import inspect
+from dataclasses import dataclass
 
 import torch
 from sklearn.base import clone
@@ -24,10 +26,30 @@ from ._guards import CollapseGuard, DivergenceGuard
 from ._loader import batch_loader
 from .schedules import AUTO_COLLAPSE_FACTOR
 
-__all__ = ["CALLBACK_NAME", "template", "build_net", "torch_seed", "run_callbacks",
-           "train_once"]
+__all__ = ["CALLBACK_NAME", "RunSpec", "template", "build_net", "torch_seed",
+           "run_callbacks", "train_once"]
 
 CALLBACK_NAME = "snapshots"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one training run needs of the estimator's settings, decided when the fit is planned.
+
+    ``n_snapshots`` (an int or "auto"), ``min_lr``, ``schedule`` and
+    ``verbose`` as the estimator has them; ``auto``: ``n_snapshots="auto"``
+    resolved once (the validation curve may cut the cycles, and the collapse
+    guard watches the restarts); ``net_class``: the skorch class a net
+    trained through Accelerate returns to. Small and picklable: it travels to
+    joblib's workers instead of the estimator.
+    """
+
+    n_snapshots: object
+    min_lr: float
+    schedule: object
+    verbose: int
+    net_class: type
+    auto: bool
 
 # What the default nets of both estimators share (the paper's optimizer, a quiet
 # net, no split of its own); each adds its criterion and peak learning rate.
@@ -137,7 +159,7 @@ def torch_seed(seed):
         yield
 
 
-def run_callbacks(estimator, checkpoint=None):
+def run_callbacks(spec, checkpoint=None):
     """The callbacks a run adds after the net's own: ``(name, callback)`` pairs, in order.
 
     skorch calls callbacks in list order, and these cooperate through that
@@ -157,17 +179,16 @@ def run_callbacks(estimator, checkpoint=None):
     5. the checkpoint's :class:`~sksnapshot._checkpoint.SaveProgress` (with a
        ``checkpoint``): last, so the progress it saves holds the whole epoch.
     """
-    auto = estimator.n_snapshots == "auto"
-    snapshots = CyclicSnapshots(estimator.n_snapshots, min_lr=estimator.min_lr,
-                                schedule=estimator.schedule, checkpoint=checkpoint)
+    snapshots = CyclicSnapshots(spec.n_snapshots, min_lr=spec.min_lr, schedule=spec.schedule,
+                                checkpoint=checkpoint)
     divergence = DivergenceGuard(snapshots)
-    collapse_factor = AUTO_COLLAPSE_FACTOR if auto else None
+    collapse_factor = AUTO_COLLAPSE_FACTOR if spec.auto else None
     callbacks = [(f"{CALLBACK_NAME}_divergence_guard", divergence)]
     if collapse_factor is not None:
         callbacks.append((f"{CALLBACK_NAME}_collapse_guard",
                           CollapseGuard(snapshots, collapse_factor)))
     callbacks.append((CALLBACK_NAME, snapshots))
-    if auto:
+    if spec.auto:
         callbacks.append((f"{CALLBACK_NAME}_auto_cut", AutoCut(snapshots)))
     if checkpoint is not None:
         callbacks.append((f"{CALLBACK_NAME}_progress",
@@ -175,8 +196,9 @@ def run_callbacks(estimator, checkpoint=None):
     return callbacks
 
 
-def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initialized=None):
-    """Train ``net`` once through the estimator's cycles; return the net and its record.
+def train_once(spec, net, train, valid, *, seed, checkpoint=None, on_initialized=None):
+    """Train ``net`` once through the cycles of ``spec`` (a :class:`RunSpec`); return the
+    net and its record.
 
     ``train`` and ``valid`` are ``(X, y)`` pairs as skorch takes them (``y``
     None for a Dataset); ``valid`` may be None. ``on_initialized(net)`` runs
@@ -184,9 +206,9 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
     module's output). With ``checkpoint`` (the run's checkpoint directory) the
     run resumes from, and writes to, it.
     """
-    ours = run_callbacks(estimator, checkpoint)
+    ours = run_callbacks(spec, checkpoint)
     quiet, given = {}, net.get_params(deep=False)
-    if (not estimator.verbose and given.get("callbacks__print_log", True) is not None
+    if (not spec.verbose and given.get("callbacks__print_log", True) is not None
             and given.get("callbacks__print_log__sink", "auto") == "auto"):
         # skorch's PrintLog ignores verbose=0 when its sink is not builtins.print:
         # Accelerate's accelerator.print, or print after Ray's joblib backend
@@ -195,7 +217,7 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
     net.set_params(
         callbacks=list(net.callbacks or []) + ours,
         train_split=None if valid is None else predefined_split(net.get_dataset(*valid)),
-        verbose=estimator.verbose,
+        verbose=spec.verbose,
         **quiet,
     )
     with torch_seed(seed):
@@ -210,5 +232,5 @@ def train_once(estimator, net, train, valid, *, seed, checkpoint=None, on_initia
         # snapshots were taken until then are in the record.
         net.partial_fit(*train, epochs=epochs)
     # A net with skorch.hf.AccelerateMixin predicts and pickles without it.
-    net = without_accelerator(net, estimator._net_class)
+    net = without_accelerator(net, spec.net_class)
     return net, dict(ours)[CALLBACK_NAME].take_record()

@@ -8,12 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from skorch import NeuralNetClassifier
 
 from sksnapshot import CyclicSnapshots, SnapshotEnsembleClassifier
 from sksnapshot._auto_cut import AutoCut
 from sksnapshot._checkpoint import SaveProgress
 from sksnapshot._guards import CollapseGuard, DivergenceGuard
-from sksnapshot._training import CALLBACK_NAME, run_callbacks
+from sksnapshot._training import CALLBACK_NAME, RunSpec, run_callbacks
 from sksnapshot.schedules import auto_cycle_bounds, cosine_annealing_lr
 
 from .conftest import tiny_net
@@ -26,8 +27,9 @@ PROGRESS_KEYS = {"iteration_", "snapshot_epochs_", "snapshot_iterations_", "dive
 
 
 def settings(n_snapshots):
-    """What ``run_callbacks`` reads of an estimator."""
-    return SimpleNamespace(n_snapshots=n_snapshots, min_lr=0.0, schedule="cosine")
+    """The run specification ``run_callbacks`` reads (as an estimator plans it)."""
+    return RunSpec(n_snapshots=n_snapshots, min_lr=0.0, schedule="cosine", verbose=0,
+                   net_class=NeuralNetClassifier, auto=n_snapshots == "auto")
 
 
 class Directory:
