@@ -7,9 +7,8 @@ Classification: temperature scaling of the ensemble's *combined* log-probabiliti
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
 
-from ._kernel import LOG_PROBA_FLOOR, floor_log, temper
+from ._kernel import LOG_PROBA_FLOOR, floor_log, log_temper, temper
 
 __all__ = ["apply_temperature", "fit_temperature", "fit_variance_scale"]
 
@@ -56,7 +55,7 @@ def _floor(log_probas):
 
 def _tempered_nll(log_probas, y, temperature):
     """Summed negative log-likelihood of ``softmax(log_probas / temperature)``."""
-    tempered = log_softmax(log_probas / temperature, axis=1)
+    tempered = log_temper(log_probas, temperature)  # the one tempering, as predict applies it
     if y.ndim == 2:  # soft targets: the cross-entropy to them
         return -float(np.sum(y * tempered))
     return -float(np.sum(tempered[np.arange(len(y)), y]))

@@ -43,6 +43,7 @@ __all__ = [
     "clamp_log_variance",
     "floor_log",
     "log_proba",
+    "log_temper",
     "mixture",
     "normalise",
     "pool_runs",
@@ -98,16 +99,23 @@ def log_proba(proba):
     return _xp(proba).log(proba.clip(min=PROBA_FLOOR))
 
 
-def temper(log_p, temperature):
-    """``softmax(log_p / temperature)`` over the classes, as ``exp(log_softmax)``.
+def log_temper(log_p, temperature):
+    """``log_softmax(log_p / temperature)`` over the classes.
 
-    The log-softmax is SciPy's, step for step (max subtracted, log of the
-    summed exponentials subtracted); ``log_p`` is finite (floored) or NaN.
+    SciPy's log-softmax, step for step (max subtracted, log of the summed
+    exponentials subtracted); ``log_p`` is finite (floored) or NaN. The
+    temperature's fit (its likelihood) and its use (:func:`temper`) both
+    compute it here.
     """
     xp = _xp(log_p)
     z = log_p / temperature
     z = z - xp.amax(z, axis=-1, keepdims=True)
-    return xp.exp(z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True)))
+    return z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
+
+
+def temper(log_p, temperature):
+    """``softmax(log_p / temperature)`` over the classes, as ``exp(log_temper)``."""
+    return _xp(log_p).exp(log_temper(log_p, temperature))
 
 
 #: How the members of several runs become one calibrated prediction (``ProbaHead``).

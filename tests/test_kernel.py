@@ -176,3 +176,18 @@ def test_regressor_prediction_export_and_teacher_agree(gaussian):
     np.testing.assert_allclose(_teacher(reg, X), expected, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(reg._distillation_source().soft_targets(X), expected,
                                atol=1e-5, rtol=1e-5)
+
+
+def test_the_temperatures_fit_and_use_temper_alike():
+    # fit_temperature's likelihood and predict's tempering are the one log_temper: the same
+    # steps as SciPy's log_softmax, so the same bits in one process.
+    from scipy.special import log_softmax
+
+    from sksnapshot._kernel import log_temper
+
+    logits = 5 * np.random.default_rng(0).normal(size=(200, 4))
+    for temperature in (0.3, 1.0, 2.7):
+        np.testing.assert_array_equal(log_temper(logits, temperature),
+                                      log_softmax(logits / temperature, axis=1))
+        np.testing.assert_array_equal(np.exp(log_temper(logits, temperature)),
+                                      apply_temperature(logits, temperature))
