@@ -287,11 +287,11 @@ def test_worth_quick_run_writes_the_frontier(tmp_path):
     methods = [r[1] for r in _table_rows(text, "5")]
     assert methods == [m.format(k=5) for m in worth.FRONTIER[1:]]
     assert [r[1] for r in _table_rows(text, "1")] == ["default"]
-    # n_runs=5 with nothing else set cross-fits these 90 rows, paired against CCV per seed.
-    ccv = [r for r in _table_rows(text, "mnist-90") if len(r) == 6 and r[1] == "5"]
+    # n_runs=5 with nothing else set cross-fits these 150 rows, paired against CCV per seed.
+    ccv = [r for r in _table_rows(text, worth.QUICK_TASK) if len(r) == 6 and r[1] == "5"]
     assert len(ccv) == 1 and ("lower" in ccv[0][4] or "higher" in ccv[0][4]
                               or "tie" in ccv[0][4])
-    assert raw[worth._key("mnist-90", 1, "cross", 5)]["default"]["own"] > 0
+    assert raw[worth._key(worth.QUICK_TASK, 1, "cross", 5)]["default"]["own"] > 0
     assert (tmp_path / "worth.png").stat().st_size > 0
     # --redraw rebuilds the same tables from the raw JSON, without fitting.
     worth.main(["--quick", "--redraw", "--out", str(tmp_path)])
