@@ -88,7 +88,8 @@ def test_mixture_is_the_law_of_total_variance():
     means, variances = _t([[0.0], [2.0]]), _t([[1.0], [3.0]])
     mean, aleatoric, epistemic = mixture(means, variances, [0.25, 0.75])
     # mean 1.5; aleatoric 0.25 * 1 + 0.75 * 3; epistemic 0.25 * 1.5^2 + 0.75 * 0.5^2.
-    np.testing.assert_allclose([mean, aleatoric, epistemic], [[1.5], [2.5], [0.75]])
+    np.testing.assert_allclose(torch.stack([mean, aleatoric, epistemic]).numpy(),
+                               [[1.5], [2.5], [0.75]])
     assert float(mixture(_t([[1.0]]), None, [1.0])[1]) == 0.0
     # NumPy arrays in, NumPy arrays out: the same function serves float64 prediction.
     parts = mixture(means.numpy(), variances.numpy(), np.array([0.25, 0.75]))
