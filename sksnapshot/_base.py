@@ -21,11 +21,10 @@ from torch.optim.swa_utils import update_bn
 from ._callbacks import copy_state_dict
 from ._checkpoint import CheckpointDir, fingerprint, using
 from ._compat import Interval, StrOptions, _fit_context
-from ._distill import DistillationSource
 from ._distributed import picklable_state
 from ._inference import runner_for
 from ._inputs import (
-    call_module,
+    InputsModule,
     check_inputs,
     first_output,
     first_rows,
@@ -35,7 +34,7 @@ from ._inputs import (
     n_samples,
     take_rows,
 )
-from ._kernel import EnsembleSpec
+from ._serving import ServingContract
 from ._split import validation_split, warn_small_split
 from ._training import DEFAULT_NET_PARAMS, RunSpec, build_net, train_once
 from .schedules import SCHEDULES
@@ -56,17 +55,6 @@ __all__ = ["BaseSnapshotEnsemble", "CROSS_FIT_MAX_ROWS", "CROSS_FIT_MIN_RUNS", "
 # time-series sets, whose fold runs saw 18-33 rows (results/worth.md).
 CROSS_FIT_MAX_ROWS = 300
 CROSS_FIT_MIN_RUNS = 5
-
-
-class _ForwardInputs(torch.nn.Module):
-    """Calls a module as skorch's ``infer`` does: a dict of inputs as keyword arguments."""
-
-    def __init__(self, module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x):
-        return call_module(self.module, x)
 
 
 def _run_seeds(rng, random_state, n_runs):
@@ -123,7 +111,7 @@ class _Count(Interval):
         return not isinstance(val, bool) and super().is_satisfied_by(val)
 
 
-class BaseSnapshotEnsemble(BaseEstimator):
+class BaseSnapshotEnsemble(ServingContract, BaseEstimator):
     """Train one skorch net through M learning-rate cycles and keep M snapshots.
 
     ``fit`` reads validate -> plan -> train -> keep -> select: ``_validate``
@@ -297,11 +285,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         folds = self._folds(y, rng) if cross_fit else None
         seeds = _run_seeds(rng, self.random_state, self.n_runs)
 
-        net = build_net(self, data_kwargs, self.sample_shape_)
-        if "n_classes" in data_kwargs and getattr(net, "classes", ()) is None:
-            # skorch infers its classes from y, which a Dataset X (or a bootstrap
-            # sample missing a class) does not give it.
-            net.set_params(classes=np.arange(data_kwargs["n_classes"]))
+        net = self._net_for_data(data_kwargs)
         runs = folds or [(split[0] if not self._bootstrapped()
                           else _bootstrap(split[0], seed), split[1]) for seed in seeds]
         checkpoints = [None] * self.n_runs
@@ -610,7 +594,7 @@ class BaseSnapshotEnsemble(BaseEstimator):
         before = copy_state_dict(module)
         try:
             module.load_state_dict(averaged)
-            update_bn(batches, _ForwardInputs(module))
+            update_bn(batches, InputsModule(module))
             return copy_state_dict(module)
         finally:
             module.load_state_dict(before)
@@ -696,102 +680,12 @@ class BaseSnapshotEnsemble(BaseEstimator):
             return [self.averaged_state_], np.ones(1)
         return [self.snapshots_[i] for i in self.members_], self.weights_
 
-    # -- the contract with export and distillation ---------------------------------------
-    # _export.py and _distill.py never read an estimator: to_torch() hands the former an
-    # EnsembleSpec (_ensemble_spec), distill() the latter a DistillationSource
-    # (_distillation_source). What differs between the estimators are the hooks below,
-    # declared by each subclass in a section of its own.
-
-    # The fitted attributes that describe the data, which a distilled student inherits.
-    _data_attributes = ("n_features_in_", "feature_names_in_", "sample_shape_")
-
-    def _data_kwargs(self):
-        """The module arguments the fitted targets imply (``n_classes`` or ``n_outputs``)."""
-        raise NotImplementedError
-
-    def _prediction_head(self, return_std=False):
-        """The kernel head of the estimator's prediction (``predict_proba`` or ``predict``)."""
-        raise NotImplementedError
-
-    def _target_head(self):
-        """The kernel head of the distillation targets: by default the prediction's."""
-        return self._prediction_head()
-
-    def _soft_targets(self, X):
-        """The distillation targets on in-memory rows, float32 ``(n_rows, width)``."""
-        raise NotImplementedError
-
-    def _student_criterion(self, net):
-        """The skorch criterion that trains a student's ``net`` on the soft targets."""
-        raise NotImplementedError
-
-    def _fit_soft_calibration(self, X_valid, targets):
-        """The calibration fitted to the soft targets of ``X_valid`` (not to labels)."""
-        raise NotImplementedError
-
-    def _ensemble_spec(self, make_head, *args):
-        """The predicting states, their weights and the head ``make_head(*args)``.
-
-        The head is made after the fitted check, from the fitted attributes.
-        """
-        states, weights = self._combined_states()  # checks that it is fitted
-        return EnsembleSpec(self.net_, states, [float(w) for w in weights], make_head(*args),
-                            getattr(self, "sample_shape_", None))
-
-    def _distillation_source(self):
-        """What :func:`~sksnapshot._distill.distill_ensemble` asks of this estimator."""
-        return DistillationSource(
-            validate=self._validate_X_predict,
-            soft_targets=self._soft_targets,
-            spec=lambda: self._ensemble_spec(self._target_head),
-            student_net=self._student_net,
-            criterion=self._student_criterion,
-            fit_student=self._fit_student,
-            random_state=self.random_state,
-            verbose=self.verbose,
-        )
-
+    # -- the net a fit trains ------------------------------------------------------
     def _net_for_data(self, data_kwargs):
         """The net a fit trains: the template built for data of these sizes."""
         net = build_net(self, data_kwargs, self.sample_shape_)
         if "n_classes" in data_kwargs and getattr(net, "classes", ()) is None:
-            # skorch infers its classes from y, which a Dataset X does not give it.
+            # skorch infers its classes from y, which a Dataset X (or a bootstrap
+            # sample missing a class) does not give it.
             net.set_params(classes=np.arange(data_kwargs["n_classes"]))
         return net
-
-    def _student_net(self):
-        """An unfitted net for a student, built as ``fit`` built this estimator's."""
-        data_kwargs = self._data_kwargs()
-        if hasattr(self, "n_features_in_"):  # fitted on 2-D rows
-            data_kwargs["n_features"] = self.n_features_in_
-        return self._net_for_data(data_kwargs)
-
-    def _fit_student(self, net, record, X_valid=None, y_valid=None, soft_targets=None):
-        """A new estimator of this class fitted from one trained ``net`` and its record.
-
-        The student has this estimator's settings and data facts
-        (``_data_attributes``), one snapshot and one member. It goes through
-        the steps of ``fit`` after training: keep (``_keep``), select (its
-        one member, with weight 1; no validation scores), calibrate
-        (``_fit_calibration`` against the labels ``y_valid`` of ``X_valid``
-        where given, else ``_fit_soft_calibration`` against ``soft_targets``).
-        """
-        student = clone(self).set_params(
-            n_snapshots=1, n_members=None, selection="all", combine="proba", n_runs=1,
-            bootstrap=False, checkpoint_dir=None)
-        for name in self._data_attributes:
-            if hasattr(self, name):
-                setattr(student, name, getattr(self, name))
-        student._keep([(net, record)])
-        student.members_, student.weights_ = np.array([0]), np.array([1.0])
-        student.averaged_state_ = None
-        for name in student._validation_attributes:  # chosen on no validation rows
-            setattr(student, name, None)
-        # 1.0 without rows or calibration; else the uncalibrated predictions come first.
-        setattr(student, student._calibration_attribute, 1.0)
-        if X_valid is not None and student._calibration() is not None:
-            setattr(student, student._calibration_attribute,
-                    student._fit_calibration(X_valid, student._encode_targets(y_valid))
-                    if y_valid is not None
-                    else student._fit_soft_calibration(X_valid, soft_targets))
-        return student

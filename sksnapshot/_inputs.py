@@ -29,6 +29,7 @@ from skorch.utils import is_dataset, multi_indexing, to_tensor
 from torch.utils.data import Subset, TensorDataset
 
 __all__ = [
+    "InputsModule",
     "LabelledDataset", "call_module", "check_inputs", "dataset_targets", "describe_shape",
     "first_output", "first_rows", "fit_inputs", "forward_arguments", "input_digest",
     "input_leaves", "is_dataset", "is_dict_input", "is_nd_input", "item_input",
@@ -81,6 +82,18 @@ def call_module(module, x):
     args, kwargs = forward_arguments(x)
     return module(*args, **kwargs)
 
+
+
+class InputsModule(torch.nn.Module):
+    """``module`` called as skorch's ``infer`` does (:func:`call_module`), for
+    ``torch.optim.swa_utils.update_bn``, which passes each batch as one argument."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return call_module(self.module, x)
 
 def first_output(output):
     """The prediction in a module's output: the first element of a tuple (or list) output."""
