@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.model_selection import train_test_split
 
 RESULTS = pathlib.Path(__file__).parent / "results"
@@ -102,6 +103,23 @@ def run_tasks(tasks, jobs, threads, label, log=print):
 
 
 # -- tables ----------------------------------------------------------------------------
+def paired_interval(differences):
+    """The mean of paired differences and the half-width of its 95 % t interval."""
+    d = np.asarray(differences, dtype=np.float64)
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    return float(d.mean()), float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1)
+                                  / np.sqrt(len(d)))
+
+
+def interval_cell(mean, half):
+    """``"+0.012 [+0.004, +0.020] higher"``: a paired difference, its interval, the verdict."""
+    if not np.isfinite(mean):
+        return "n/a"
+    verdict = "lower" if mean + half < 0 else "higher" if mean - half > 0 else "tie"
+    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] {verdict}"
+
+
 def nanmedian(values):
     """The median of the finite values; NaN when there are none."""
     values = np.asarray(values, dtype=float)

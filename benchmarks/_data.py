@@ -360,6 +360,52 @@ SMALL_TASKS = {
 
 
 # -- regression (benchmarks/regression.py, and small_data's regression part) -----------
+def _sklearn_set(loader, test_size=0.4):
+    """A scikit-learn data set split once (stratified, the same for every seed), standardised."""
+    X, y = loader(return_X_y=True)
+    X, X_test, y, y_test = train_test_split(X, y, test_size=test_size, random_state=0,
+                                            stratify=y)
+    X, X_test = standardise(X, X_test)
+    return X, y.astype(np.int64), X_test, y_test.astype(np.int64)
+
+
+# The small-data tasks of benchmarks/worth.py and one_run_calibration.py. name: (loader,
+# model, peak lr, training rows, epochs, batch size). The UCR sets keep the training rows
+# of their archive split (ArrowHead 36, GunPoint 50, ItalyPowerDemand 67).
+WORTH_TASKS = {
+    "arrowhead-36": (functools.partial(load_ucr, "ArrowHead"), "fcn", 0.1, 36, 40, 16),
+    "gunpoint-50": (functools.partial(load_ucr, "GunPoint"), "fcn", 0.1, 50, 30, 16),
+    "italy-power-67": (functools.partial(load_ucr, "ItalyPowerDemand"), "fcn", 0.1, 67, 30,
+                       16),
+    "mnist-90": (load_mnist_sample, "mlp", 0.05, 90, 50, 32),
+    "breast-cancer-150": (functools.partial(_sklearn_set, load_breast_cancer), "mlp", 0.05,
+                          150, 40, 32),
+    "digits-300": (functools.partial(_sklearn_set, load_digits), "mlp", 0.05, 300, 20, 32),
+}
+# Their smoke runs' task: its data ship with scikit-learn, so the test extra runs it.
+WORTH_QUICK_TASK = "breast-cancer-150"
+
+
+@functools.cache
+def worth_data(task):
+    """A task's training rows; the loader's other training rows join the test rows."""
+    loader, _, _, rows, _, _ = WORTH_TASKS[task]
+    X, y, X_test, y_test = loader()
+    if rows < len(X):
+        X, X_more, y, y_more = train_test_split(X, y, train_size=rows, random_state=0,
+                                                stratify=y)
+        X_test, y_test = np.concatenate([X_test, X_more]), np.concatenate([y_test, y_more])
+    return X, y, X_test, y_test
+
+
+def worth_net(task, epochs=None):
+    """A task's net, at its own budget unless ``epochs`` is given."""
+    _, model, lr, _, task_epochs, batch = WORTH_TASKS[task]
+    # The FCN at half the width of benchmarks/budget.py's: 2 shared CPUs train 1,750 nets.
+    narrow = {"module__widths": (16, 32, 16)} if model == "fcn" else {}
+    return make_net(model, epochs or task_epochs, lr, batch_size=batch, **narrow)
+
+
 def diabetes():
     """scikit-learn's diabetes data: 442 rows, 10 features, a continuous target."""
     X, y = load_diabetes(return_X_y=True)

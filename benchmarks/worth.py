@@ -16,15 +16,14 @@ validation split where it makes one) and scored on the same test rows:
   one temperature fitted on its validation rows (no prior);
 - ``CCV(temperature, cv=K)``: scikit-learn's ``CalibratedClassifierCV(default,
   method="temperature", cv=K, ensemble=True)``;
-- ``1 run, T prior s``: the default's run with its temperature fitted under other
-  prior strengths (``fit_temperature(prior_strength=s)``), for the handful of validation
-  rows of these sets; ``1 run, no T``.
 
 Scores: "own", the test log-loss of the probabilities as the method gives them, and
 "calibrated", after a temperature fitted by test-time cross-validation
 (``_data.calibrated_log_loss_cv``), the method's quality; paired differences over seeds
 with 95 % intervals (t over seeds); the deep-ensemble equivalent of the calibrated
-score (against the uniform averages of the shared-split fit's first k runs).
+score (against the uniform averages of the shared-split fit's first k runs). How one
+run's temperature is fitted on these sets' handful of validation rows is
+``benchmarks/one_run_calibration.py``.
 
     python -m benchmarks.worth --jobs 2   # results/worth.md, worth_raw.json, worth.png
     python -m benchmarks.worth --redraw   # the tables and plot from worth_raw.json
@@ -32,83 +31,42 @@ score (against the uniform averages of the shared-split fit's first k runs).
 """
 
 import copy
-import functools
 import json
 import time
 
 import numpy as np
-from scipy import stats
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 
 from sksnapshot import SnapshotEnsembleClassifier
 from sksnapshot._base import CROSS_FIT_MIN_RUNS
 from sksnapshot._kernel import POOLINGS, pool_runs
 from sksnapshot._split import validation_split
-from sksnapshot.calibration import fit_temperature
 
-from ._common import arg_parser, quiet_process, results_dir, run_note, run_tasks
+from ._common import (
+    arg_parser,
+    interval_cell,
+    paired_interval,
+    quiet_process,
+    results_dir,
+    run_note,
+    run_tasks,
+)
 from ._data import (
+    WORTH_QUICK_TASK,
+    WORTH_TASKS,
     calibrated_log_loss_cv,
     deep_ensemble_equivalent,
     fit_test_temperature,
-    load_mnist_sample,
-    load_ucr,
-    make_net,
-    standardise,
     temperature_scale,
+    worth_data,
+    worth_net,
 )
 
 KS = (2, 3, 5)
-# The smoke run's task: its data ship with scikit-learn, so the test extra runs it.
-QUICK_TASK = "breast-cancer-150"
+QUICK_TASK = WORTH_QUICK_TASK
 SEEDS = tuple(range(10))
-PRIORS = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0)  # 10 is the library's (TEMPERATURE_PRIOR)
 PRODUCT_POOLING = SnapshotEnsembleClassifier._cross_fit_pooling
-
-
-def _sklearn_set(loader, test_size=0.4):
-    """A scikit-learn data set split once (stratified, the same for every seed), standardised."""
-    X, y = loader(return_X_y=True)
-    X, X_test, y, y_test = train_test_split(X, y, test_size=test_size, random_state=0,
-                                            stratify=y)
-    X, X_test = standardise(X, X_test)
-    return X, y.astype(np.int64), X_test, y_test.astype(np.int64)
-
-
-# name: (loader, model, peak lr, training rows, epochs, batch size). The UCR sets keep the
-# training rows of their archive split (ArrowHead 36, GunPoint 50, ItalyPowerDemand 67).
-TASKS = {
-    "arrowhead-36": (functools.partial(load_ucr, "ArrowHead"), "fcn", 0.1, 36, 40, 16),
-    "gunpoint-50": (functools.partial(load_ucr, "GunPoint"), "fcn", 0.1, 50, 30, 16),
-    "italy-power-67": (functools.partial(load_ucr, "ItalyPowerDemand"), "fcn", 0.1, 67, 30,
-                       16),
-    "mnist-90": (load_mnist_sample, "mlp", 0.05, 90, 50, 32),
-    "breast-cancer-150": (functools.partial(_sklearn_set, load_breast_cancer), "mlp", 0.05,
-                          150, 40, 32),
-    "digits-300": (functools.partial(_sklearn_set, load_digits), "mlp", 0.05, 300, 20, 32),
-}
-
-
-@functools.cache
-def _data(task):
-    """The task's training rows; the loader's other training rows join the test rows."""
-    loader, _, _, rows, _, _ = TASKS[task]
-    X, y, X_test, y_test = loader()
-    if rows < len(X):
-        X, X_more, y, y_more = train_test_split(X, y, train_size=rows, random_state=0,
-                                                stratify=y)
-        X_test, y_test = np.concatenate([X_test, X_more]), np.concatenate([y_test, y_more])
-    return X, y, X_test, y_test
-
-
-def _net(task, epochs=None):
-    _, model, lr, _, task_epochs, batch = TASKS[task]
-    # The FCN at half the width of benchmarks/budget.py's: 2 shared CPUs train 1,750 nets.
-    narrow = {"module__widths": (16, 32, 16)} if model == "fcn" else {}
-    return make_net(model, epochs or task_epochs, lr, batch_size=batch, **narrow)
 
 
 def _score(proba, y_test):
@@ -136,9 +94,9 @@ def _with_runs(clf, k, X_val, y_val):
 
 def task_shared(task, seed, epochs=None):
     """One fit of 5 runs sharing a validation split: the default (run 0), n_runs=K with
-    bootstrap=False, K nets + validation T, the deep ensembles, the 1-run priors."""
-    X, y, X_test, y_test = _data(task)
-    clf = SnapshotEnsembleClassifier(_net(task, epochs), n_runs=max(KS), bootstrap=False,
+    bootstrap=False, K nets + validation T, the deep ensembles."""
+    X, y, X_test, y_test = worth_data(task)
+    clf = SnapshotEnsembleClassifier(worth_net(task, epochs), n_runs=max(KS), bootstrap=False,
                                      random_state=seed)
     start = time.perf_counter()
     clf.fit(X, y)
@@ -155,13 +113,6 @@ def task_shared(task, seed, epochs=None):
     vals = clf._member_outputs(X_val, clf.snapshots_).astype(np.float64)
     one = _with_runs(clf, 1, X_val, y_val)
     out["default"] = {**_score(one.predict_proba(X_test), y_test), "T": one.temperature_}
-    mixture_val = np.tensordot(one.weights_, vals[one.members_], axes=1)
-    mixture_test = np.tensordot(one.weights_, tests[one.members_], axes=1)
-    for s in PRIORS:
-        t = fit_temperature(np.log(np.maximum(mixture_val, 1e-300)), y_val, prior_strength=s)
-        out[f"1 run, T prior {s:g}"] = {**_score(temperature_scale(mixture_test, t), y_test),
-                                        "T": t}
-    out["1 run, no T"] = _score(mixture_test, y_test)
     for k in range(1, max(KS) + 1):
         mean_test = tests[runs < k].mean(axis=0)
         out[f"deep ensemble {k}"] = _score(mean_test, y_test)
@@ -176,8 +127,8 @@ def task_shared(task, seed, epochs=None):
 
 def task_cross_fit(task, seed, k, epochs=None):
     """``n_runs=k`` cross-fitted, and its other poolings."""
-    X, y, X_test, y_test = _data(task)
-    clf = SnapshotEnsembleClassifier(_net(task, epochs), n_runs=k, bootstrap="folds",
+    X, y, X_test, y_test = worth_data(task)
+    clf = SnapshotEnsembleClassifier(worth_net(task, epochs), n_runs=k, bootstrap="folds",
                                      random_state=seed)
     start = time.perf_counter()
     clf.fit(X, y)
@@ -196,8 +147,8 @@ def task_cross_fit(task, seed, k, epochs=None):
 
 def task_ccv(task, seed, k, epochs=None):
     """scikit-learn's CalibratedClassifierCV(method="temperature", cv=k, ensemble=True)."""
-    X, y, X_test, y_test = _data(task)
-    inner = SnapshotEnsembleClassifier(_net(task, epochs), random_state=seed)
+    X, y, X_test, y_test = worth_data(task)
+    inner = SnapshotEnsembleClassifier(worth_net(task, epochs), random_state=seed)
     ccv = CalibratedClassifierCV(inner, method="temperature", cv=k, ensemble=True)
     start = time.perf_counter()
     ccv.fit(X, y)
@@ -268,17 +219,7 @@ def _paired(rows, method, reference, score="own"):
     a, b = rows[method][1], rows[reference][1]
     seeds = sorted(set(a) & set(b))
     d = np.array([a[s][score] - b[s][score] for s in seeds])
-    if len(d) < 2:
-        return float("nan"), float("nan"), len(d)
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return float(d.mean()), float(half), len(d)
-
-
-def _cell(mean, half):
-    if not np.isfinite(mean):
-        return "n/a"
-    verdict = "lower" if mean + half < 0 else "higher" if mean - half > 0 else "tie"
-    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] {verdict}"
+    return (*paired_interval(d), len(d))
 
 
 def _mean(rows, method, score):
@@ -298,7 +239,7 @@ def tables(raw, tasks, seeds):
         deep = [_mean(rows, f"deep ensemble {k}", "calibrated") for k in range(1, max(KS) + 1)]
         n_valid = int(np.median([raw[_key(task, s, "shared")]["n_valid"] for s in seeds
                                  if _key(task, s, "shared") in raw]))
-        lines += [f"## {task} ({TASKS[task][3]} training rows, {n_valid} of them validation "
+        lines += [f"## {task} ({WORTH_TASKS[task][3]} training rows, {n_valid} of them validation "
                   f"rows in the default's split; {len(rows['default'][1])} seeds)", "",
                   "| cost | method | own log-loss | calibrated | own / calibrated | accuracy | "
                   "own - default's own [95 %] | deep-ensemble equivalent |",
@@ -310,7 +251,8 @@ def tables(raw, tasks, seeds):
                     continue
                 own, cal = _mean(rows, method, "own"), _mean(rows, method, "calibrated")
                 acc = _mean(rows, method, "accuracy")
-                diff = "" if method == "default" else _cell(*_paired(rows, method, "default")[:2])
+                diff = ("" if method == "default"
+                        else interval_cell(*_paired(rows, method, "default")[:2]))
                 lines.append(f"| {k} | {method} | {own:.4f} | {cal:.4f} | {own / cal:.3f} | "
                              f"{acc:.3f} | {diff} | "
                              f"{deep_ensemble_equivalent(cal, deep):.2f} |")
@@ -319,8 +261,7 @@ def tables(raw, tasks, seeds):
 
 
 def comparisons(raw, tasks, seeds):
-    """The issue's checks, per task: cross-fitted n_runs=K against CCV, the poolings, the
-    temperature priors at 1x."""
+    """The issue's checks, per task: cross-fitted n_runs=K against CCV, the poolings."""
     lines = ["## Cross-fitted n_runs=K against CalibratedClassifierCV(temperature, cv=K) on "
              "own log-loss", "",
              "| task | K | n_runs=K own | CCV own | difference [95 %] | n_runs=K own / "
@@ -332,7 +273,8 @@ def comparisons(raw, tasks, seeds):
             if ours in rows and ccv in rows:
                 lines.append(
                     f"| {task} | {k} | {_mean(rows, ours, 'own'):.4f} | "
-                    f"{_mean(rows, ccv, 'own'):.4f} | {_cell(*_paired(rows, ours, ccv)[:2])} | "
+                    f"{_mean(rows, ccv, 'own'):.4f} | "
+                    f"{interval_cell(*_paired(rows, ours, ccv)[:2])} | "
                     f"{_mean(rows, ours, 'own') / _mean(rows, ours, 'calibrated'):.3f} |")
     lines += ["", "## Pooling cross-fitted runs: own log-loss against the product's "
               f"({PRODUCT_POOLING!r}) [95 %]", "",
@@ -345,25 +287,9 @@ def comparisons(raw, tasks, seeds):
             ref = f"cross-fit {k}, {PRODUCT_POOLING}"
             if ref not in rows:
                 continue
-            cells = [_cell(*_paired(rows, f"cross-fit {k}, {p}", ref)[:2])
+            cells = [interval_cell(*_paired(rows, f"cross-fit {k}, {p}", ref)[:2])
                      for p in (*POOLINGS, "mixture, no T") if p != PRODUCT_POOLING]
             lines.append(f"| {task} | {k} | " + " | ".join(cells) + " |")
-    priors = [f"1 run, T prior {s:g}" for s in PRIORS] + ["1 run, no T"]
-    lines += ["", "## One run: the temperature's prior strength (own log-loss against "
-              "today's strength 10 [95 %]; the calibrated score does not depend on it)", "",
-              "| task | validation rows | gap today (own / calibrated) | "
-              + " | ".join(p.removeprefix("1 run, ") for p in priors if "prior 10" not in p)
-              + " |", "|---|---|---|" + "---|" * (len(priors) - 1)]
-    for task in tasks:
-        rows = _rows(raw, task, seeds)
-        ref = "1 run, T prior 10"
-        if ref not in rows:
-            continue
-        n_valid = int(np.median([raw[_key(task, s, "shared")]["n_valid"] for s in seeds
-                                 if _key(task, s, "shared") in raw]))
-        gap = _mean(rows, "default", "own") / _mean(rows, "default", "calibrated")
-        cells = [_cell(*_paired(rows, p, ref)[:2]) for p in priors if p != ref]
-        lines.append(f"| {task} | {n_valid} | {gap:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -426,7 +352,7 @@ def main(argv=None):
                         help="only rebuild the tables and the plot from worth_raw.json")
     args = parser.parse_args(argv)
     out = results_dir(args.out, args.quick, "worth")
-    tasks, seeds, epochs = list(TASKS), SEEDS, None
+    tasks, seeds, epochs = list(WORTH_TASKS), SEEDS, None
     if args.quick:
         tasks, seeds, epochs = [QUICK_TASK], (0, 1), 4
     raw_path = out / "worth_raw.json"

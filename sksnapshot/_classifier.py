@@ -144,8 +144,12 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         "temperature" (what "auto" means here) fits one temperature ``T`` on
         the validation rows after combining, and returns
         ``softmax(log(p) / T)`` of the combined probabilities ``p``
-        (``temperature_``); the predicted labels are unchanged. None keeps
-        the plain weighted average.
+        (``temperature_``); the predicted labels are unchanged. It is
+        :func:`sksnapshot.calibration.fit_temperature`'s default: a prior
+        holding ``log T`` near 0 and the labels smoothed by the rule of
+        succession, so that a handful of rows can neither sharpen the
+        ensemble to certainty nor pass an over-confident one as calibrated.
+        None keeps the plain weighted average.
     validation_fraction : float in [0, 1), default=0.1
         Share of the training rows held out (stratified) and given to skorch as
         its validation set, so ``valid_loss`` and ``valid_acc`` appear in the

@@ -40,8 +40,67 @@ def test_prior_keeps_few_correct_rows_from_sharpening():
     y = rng.integers(0, 3, 9)
     log_p = np.log(np.full((9, 3), 0.15))
     log_p[np.arange(9), y] = np.log(0.7)
-    assert fit_temperature(log_p, y, prior_strength=0.0) < 0.1
-    assert 0.5 < fit_temperature(log_p, y) < 1.0
+    assert fit_temperature(log_p, y, prior_strength=0.0, smoothing=0) < 0.1
+    assert 0.5 < fit_temperature(log_p, y, smoothing=0) < 1.0
+    # Smoothed by the rule of succession, the labels ask for a true-class
+    # probability of 10/11, not 1: a finite T even without the prior.
+    t = fit_temperature(log_p, y, prior_strength=0.0)
+    assert 0.3 < t < 1.0
+    p_true = apply_temperature(log_p, t)[np.arange(9), y].mean()
+    assert p_true == pytest.approx(10 / 11, abs=0.02)
+
+
+def _confident_correct_rows(n=4, p=0.99, n_classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n)
+    log_p = np.log(np.full((n, n_classes), (1 - p) / (n_classes - 1)))
+    log_p[np.arange(n), y] = np.log(p)
+    return log_p, y
+
+
+@pytest.mark.parametrize("n_classes", [2, 10])
+def test_smoothing_softens_a_few_confident_correct_rows(n_classes):
+    # Four rows right at 0.99: they say the accuracy is about 5/6, not 1, so an
+    # over-confident ensemble is softened; the labels alone (and the prior) sharpen.
+    log_p, y = _confident_correct_rows(n_classes=n_classes)
+    smoothed = fit_temperature(log_p, y)
+    assert smoothed > 1.1
+    assert fit_temperature(log_p, y, smoothing=0) < 1.0
+    # The prior still holds T back from the 5/6 the labels alone would fit.
+    assert smoothed < fit_temperature(log_p, y, prior_strength=0.0)
+    # More rows, less smoothing.
+    log_p30, y30 = _confident_correct_rows(n=30, n_classes=n_classes)
+    assert 1.0 < fit_temperature(log_p30, y30) < smoothed
+
+
+def test_smoothing_vanishes_with_many_rows():
+    logits, y = _tempered_sample(2.0, n=20000, seed=3)
+    assert fit_temperature(logits, y) == pytest.approx(
+        fit_temperature(logits, y, smoothing=0), rel=0.01)
+
+
+def test_smoothing_is_soft_targets():
+    rng = np.random.default_rng(4)
+    log_p = log_softmax(3 * rng.normal(size=(12, 3)), axis=1)
+    y = rng.integers(0, 3, 12)
+    targets = np.full((12, 3), 0.1)
+    targets[np.arange(12), y] = 0.8
+    assert fit_temperature(log_p, y, smoothing=0.2) == pytest.approx(
+        fit_temperature(log_p, targets), rel=1e-6)
+    # "auto" is 1 / (n + 2).
+    assert fit_temperature(log_p, y) == pytest.approx(
+        fit_temperature(log_p, y, smoothing=1 / 14), rel=1e-6)
+
+
+@pytest.mark.parametrize("smoothing", ["laplace", -0.1, 1.0, np.nan])
+def test_fit_temperature_bad_smoothing(smoothing):
+    with pytest.raises(ValueError, match="smoothing must be 'auto' or a number in"):
+        fit_temperature(np.zeros((2, 2)), np.array([0, 1]), smoothing=smoothing)
+
+
+def test_soft_targets_are_not_smoothed_again():
+    with pytest.raises(ValueError, match="soft targets y are not smoothed"):
+        fit_temperature(np.zeros((2, 2)), np.array([[0.5, 0.5], [0.2, 0.8]]), smoothing=0.1)
 
 
 def test_prior_vanishes_with_many_rows():
