@@ -18,8 +18,8 @@ _T_BOUND = 100.0
 # it, a few validation rows that are all classified correctly drive T towards 0.
 TEMPERATURE_PRIOR = 10.0
 # Pseudo-counts of Laplace's rule of succession behind smoothing="auto" (one error and
-# one success): chosen on benchmarks/one_run_calibration.py, where over-confident nets
-# calibrated on 4-30 rows kept T near 1 under the prior alone.
+# one success). Not the default: benchmarks/one_run_calibration.py and small_data.py
+# found it better for over-confident nets and worse for accurate, confident ones.
 _SUCCESSION = 1.0
 
 
@@ -85,7 +85,7 @@ def _smoothed_targets(y, n_classes, smoothing):
     return targets
 
 
-def fit_temperature(log_probas, y, prior_strength=TEMPERATURE_PRIOR, smoothing="auto"):
+def fit_temperature(log_probas, y, prior_strength=TEMPERATURE_PRIOR, smoothing=0.0):
     """The temperature minimising the log-loss of ``softmax(log_probas / T)``.
 
     Fitted on held-out rows, after the members are combined: ``log_probas`` are
@@ -103,12 +103,15 @@ def fit_temperature(log_probas, y, prior_strength=TEMPERATURE_PRIOR, smoothing="
     correctly the likelihood alone keeps improving as ``T`` goes to 0, and such
     a sharpened ensemble is ruinously over-confident on the next mistake.
 
-    The labels are smoothed first (``smoothing="auto"``): each row's target puts
-    ``1 - 1 / (n + 2)`` on its label, by Laplace's rule of succession the chance
-    that the next of ``n`` correctly classified rows is classified correctly too.
-    Four validation rows that an over-confident net gets right say that its
-    accuracy is about 5/6, not 1, so its temperature rises above 1; as ``n``
-    grows the smoothing vanishes and the fit is the plain likelihood's.
+    With ``smoothing="auto"`` the labels are smoothed first: each row's target
+    puts ``1 - 1 / (n + 2)`` on its label, by Laplace's rule of succession the
+    chance that the next of ``n`` correctly classified rows is classified
+    correctly too. Four validation rows that an over-confident net gets right
+    then say that its accuracy is about 5/6, not 1, so its temperature rises
+    above 1; as ``n`` grows the smoothing vanishes. It is not the default: on
+    a handful of rows it cannot tell an over-confident net (whose errors are
+    confident) from an accurate, confident one, and it softens both
+    (``benchmarks/results/one_run_calibration.md``, ``small_data.md``).
 
     Parameters
     ----------
@@ -124,10 +127,11 @@ def fit_temperature(log_probas, y, prior_strength=TEMPERATURE_PRIOR, smoothing="
         Weight of ``log(T) ** 2`` against the summed log-loss (a prior
         standard deviation of ``1 / sqrt(2 * prior_strength)``, about 0.22,
         on ``log T``); 0 fits the likelihood alone.
-    smoothing : "auto" or float in [0, 1), default="auto"
+    smoothing : "auto" or float in [0, 1), default=0.0
         Probability moved from each row's label to the other classes (shared
         equally) before fitting; ``"auto"`` is ``1 / (n_samples + 2)``, 0
-        fits the labels as they are. Soft targets are never smoothed.
+        fits the labels as they are. Soft targets are never smoothed (they
+        carry their own uncertainty; "auto" leaves them as they are).
 
     Returns
     -------
@@ -156,12 +160,12 @@ def fit_temperature(log_probas, y, prior_strength=TEMPERATURE_PRIOR, smoothing="
     >>> round(fit_temperature(logits, y), 1)
     2.0
 
-    Four rows classified correctly and confidently: smoothing their labels
-    softens (``T > 1``), the labels alone sharpen:
+    Four rows classified correctly and confidently: the labels alone sharpen
+    (``T < 1``), smoothed by the rule of succession they soften:
 
     >>> log_p = np.log([[0.99, 0.01], [0.02, 0.98], [0.97, 0.03], [0.01, 0.99]])
-    >>> fit_temperature(log_p, [0, 1, 0, 1]) > 1 > fit_temperature(log_p, [0, 1, 0, 1],
-    ...                                                             smoothing=0)
+    >>> y = np.array([0, 1, 0, 1])
+    >>> fit_temperature(log_p, y) < 1 < fit_temperature(log_p, y, smoothing="auto")
     True
     """
     log_probas, y = _check_log_probas(log_probas, y)
@@ -170,9 +174,9 @@ def fit_temperature(log_probas, y, prior_strength=TEMPERATURE_PRIOR, smoothing="
             f"prior_strength must be a non-negative number, got {prior_strength!r}.")
     if y.ndim == 1:
         y = _smoothed_targets(y, log_probas.shape[1], smoothing)
-    elif smoothing not in ("auto", 0):
+    elif smoothing != "auto" and smoothing != 0:
         raise ValueError("smoothing applies to labels; soft targets y are not smoothed "
-                         f"(leave smoothing='auto' or 0), got {smoothing!r}.")
+                         f"(pass smoothing=0 or 'auto'), got {smoothing!r}.")
     log_probas = _floor(log_probas)
 
     def objective(log_t):

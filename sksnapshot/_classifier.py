@@ -140,15 +140,20 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         different minima, whose average is no model): with ``n_runs > 1``,
         the members of the run of the heaviest member are kept, their weights
         renormalised, and ``members_`` and ``weights_`` say so.
-    calibration : {"auto", "temperature"} or None, default="auto"
+    calibration : {"auto", "temperature", "smoothed_temperature"} or None, \
+            default="auto"
         "temperature" (what "auto" means here) fits one temperature ``T`` on
         the validation rows after combining, and returns
         ``softmax(log(p) / T)`` of the combined probabilities ``p``
-        (``temperature_``); the predicted labels are unchanged. It is
-        :func:`sksnapshot.calibration.fit_temperature`'s default: a prior
-        holding ``log T`` near 0 and the labels smoothed by the rule of
-        succession, so that a handful of rows can neither sharpen the
-        ensemble to certainty nor pass an over-confident one as calibrated.
+        (``temperature_``); the predicted labels are unchanged. A prior holds
+        ``log T`` near 0, so that a handful of rows cannot sharpen the
+        ensemble to certainty. "smoothed_temperature" fits ``T`` to the labels
+        smoothed by the rule of succession (each of ``n`` rows puts
+        ``1 - 1 / (n + 2)`` on its label; :func:`sksnapshot.calibration.fit_temperature`
+        with ``smoothing="auto"``): a few rows that an over-confident net
+        gets right then soften it. It helps nets trained long on few rows,
+        whose mistakes are confident, and costs accurate nets whose mistakes
+        are not (user guide, "One run's temperature from a handful of rows").
         None keeps the plain weighted average.
     validation_fraction : float in [0, 1), default=0.1
         Share of the training rows held out (stratified) and given to skorch as
@@ -297,7 +302,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
 
     _parameter_constraints = {
         **BaseSnapshotEnsemble._parameter_constraints,
-        "calibration": [StrOptions({"auto", "temperature"}), None],
+        "calibration": [StrOptions({"auto", "temperature", "smoothed_temperature"}), None],
     }
     _net_class = NeuralNetClassifier
     _default_module = MLPModule
@@ -336,8 +341,13 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         self.disagreement_ = disagreement_matrix(probas)
         return LogLoss.of(probas, y)
 
+    def _fit_temperature(self, mixture, y):
+        """The temperature of ``calibration`` for a mixture's probabilities on labelled rows."""
+        smoothing = "auto" if self._calibration() == "smoothed_temperature" else 0.0
+        return fit_temperature(log_proba(normalise(mixture)), y, smoothing=smoothing)
+
     def _fit_calibration(self, X_valid, y_valid):
-        return fit_temperature(log_proba(normalise(self._weighted_outputs(X_valid))), y_valid)
+        return self._fit_temperature(self._weighted_outputs(X_valid), y_valid)
 
     def _select(self, X_valid, y_valid, X_bn):
         super()._select(X_valid, y_valid, X_bn)
@@ -372,8 +382,7 @@ class SnapshotEnsembleClassifier(ClassifierMixin, BaseSnapshotEnsemble):
         mixture: it is applied to each run before the runs are pooled
         (``pooling_``), not to their average, which pooling already softens.
         """
-        self.temperature_ = (fit_temperature(log_proba(normalise(mixture)), y) if calibrate
-                             else 1.0)
+        self.temperature_ = self._fit_temperature(mixture, y) if calibrate else 1.0
         self.pooling_ = "mixture" if self.averaged_state_ is not None else self._cross_fit_pooling
 
     def _member_runs(self):

@@ -298,16 +298,16 @@ def test_worth_quick_run_writes_the_frontier(tmp_path):
     assert (tmp_path / "worth.md").read_text() == text
 
 
-def test_one_run_calibration_quick_run_checks_the_library_rule(tmp_path):
+def test_one_run_calibration_quick_run_checks_the_default_rule(tmp_path):
     from benchmarks import one_run_calibration as study
 
-    # fit_once asserts that the grid's (prior 10, a = 1) rule is what fit itself does.
+    # fit_once asserts that the grid's (prior 10, a = 0) rule is what fit itself does.
     raw = study.main(["--quick", "--out", str(tmp_path)])
     text = (tmp_path / "one_run_calibration.md").read_text()
     setups = _table_rows(text, study.QUICK_TASK)
     assert [(r[1], r[2]) for r in setups] == [("4", "0"), ("4", "0.1")]
-    grid = [r for r in text.splitlines() if r.startswith("| 10 | 1 (library)")]
-    assert len(grid) == 1
+    marked = [r.split("|")[2].strip() for r in text.splitlines() if r.startswith("| 10 | ")]
+    assert "0 (default)" in marked and "1 (smoothed_temperature)" in marked
     record = raw[study._key(study.QUICK_TASK, 0, 4, 0.0)]
     assert set(record["grid"]) == {f"{s:g}|{a:g}" for s in study.STRENGTHS
                                    for a in study.PSEUDO_COUNTS}

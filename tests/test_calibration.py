@@ -40,11 +40,11 @@ def test_prior_keeps_few_correct_rows_from_sharpening():
     y = rng.integers(0, 3, 9)
     log_p = np.log(np.full((9, 3), 0.15))
     log_p[np.arange(9), y] = np.log(0.7)
-    assert fit_temperature(log_p, y, prior_strength=0.0, smoothing=0) < 0.1
-    assert 0.5 < fit_temperature(log_p, y, smoothing=0) < 1.0
+    assert fit_temperature(log_p, y, prior_strength=0.0) < 0.1
+    assert 0.5 < fit_temperature(log_p, y) < 1.0
     # Smoothed by the rule of succession, the labels ask for a true-class
     # probability of 10/11, not 1: a finite T even without the prior.
-    t = fit_temperature(log_p, y, prior_strength=0.0)
+    t = fit_temperature(log_p, y, prior_strength=0.0, smoothing="auto")
     assert 0.3 < t < 1.0
     p_true = apply_temperature(log_p, t)[np.arange(9), y].mean()
     assert p_true == pytest.approx(10 / 11, abs=0.02)
@@ -63,20 +63,20 @@ def test_smoothing_softens_a_few_confident_correct_rows(n_classes):
     # Four rows right at 0.99: they say the accuracy is about 5/6, not 1, so an
     # over-confident ensemble is softened; the labels alone (and the prior) sharpen.
     log_p, y = _confident_correct_rows(n_classes=n_classes)
-    smoothed = fit_temperature(log_p, y)
+    smoothed = fit_temperature(log_p, y, smoothing="auto")
     assert smoothed > 1.1
-    assert fit_temperature(log_p, y, smoothing=0) < 1.0
+    assert fit_temperature(log_p, y) < 1.0
     # The prior still holds T back from the 5/6 the labels alone would fit.
-    assert smoothed < fit_temperature(log_p, y, prior_strength=0.0)
+    assert smoothed < fit_temperature(log_p, y, prior_strength=0.0, smoothing="auto")
     # More rows, less smoothing.
     log_p30, y30 = _confident_correct_rows(n=30, n_classes=n_classes)
-    assert 1.0 < fit_temperature(log_p30, y30) < smoothed
+    assert 1.0 < fit_temperature(log_p30, y30, smoothing="auto") < smoothed
 
 
 def test_smoothing_vanishes_with_many_rows():
     logits, y = _tempered_sample(2.0, n=20000, seed=3)
-    assert fit_temperature(logits, y) == pytest.approx(
-        fit_temperature(logits, y, smoothing=0), rel=0.01)
+    assert fit_temperature(logits, y, smoothing="auto") == pytest.approx(
+        fit_temperature(logits, y), rel=0.01)
 
 
 def test_smoothing_is_soft_targets():
@@ -88,7 +88,7 @@ def test_smoothing_is_soft_targets():
     assert fit_temperature(log_p, y, smoothing=0.2) == pytest.approx(
         fit_temperature(log_p, targets), rel=1e-6)
     # "auto" is 1 / (n + 2).
-    assert fit_temperature(log_p, y) == pytest.approx(
+    assert fit_temperature(log_p, y, smoothing="auto") == pytest.approx(
         fit_temperature(log_p, y, smoothing=1 / 14), rel=1e-6)
 
 
@@ -99,8 +99,12 @@ def test_fit_temperature_bad_smoothing(smoothing):
 
 
 def test_soft_targets_are_not_smoothed_again():
+    soft = np.array([[0.5, 0.5], [0.2, 0.8]])
+    log_p = np.log([[0.9, 0.1], [0.3, 0.7]])
     with pytest.raises(ValueError, match="soft targets y are not smoothed"):
-        fit_temperature(np.zeros((2, 2)), np.array([[0.5, 0.5], [0.2, 0.8]]), smoothing=0.1)
+        fit_temperature(log_p, soft, smoothing=0.1)
+    # "auto" leaves them as they are (a student's temperature fits its teacher's).
+    assert fit_temperature(log_p, soft, smoothing="auto") == fit_temperature(log_p, soft)
 
 
 def test_prior_vanishes_with_many_rows():
@@ -187,6 +191,44 @@ def test_the_classifier_applies_its_temperature_after_averaging(data):
     # The same computation on the same rows in one process: bit for bit.
     assert calibrated.temperature_ == fit_temperature(
         np.log(plain.set_params().select(X[:40], y[:40]).predict_proba(X[:40])), y[:40])
+
+
+def test_smoothed_temperature_is_fitted_to_smoothed_labels(data, tmp_path):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    from sksnapshot import SnapshotEnsembleClassifier, load_ensemble, save_ensemble
+
+    from .conftest import tiny_net
+
+    X, y = data
+    kwargs = dict(n_snapshots=2, random_state=0)
+    smoothed = SnapshotEnsembleClassifier(tiny_net(), calibration="smoothed_temperature",
+                                          **kwargs).fit(X, y)
+    plain = SnapshotEnsembleClassifier(tiny_net(), calibration=None, **kwargs).fit(X, y)
+    # select() on given rows: the temperature of the smoothed labels, the same members.
+    smoothed.select(X[:20], y[:20])
+    log_p = np.log(plain.select(X[:20], y[:20]).predict_proba(X[:20]))
+    assert smoothed.temperature_ == fit_temperature(log_p, y[:20], smoothing="auto")
+    assert smoothed.temperature_ != fit_temperature(log_p, y[:20])
+    np.testing.assert_array_equal(smoothed.predict(X), plain.predict(X))
+    # Cross-fitted runs fit it on the out-of-fold rows the same way.
+    runs = SnapshotEnsembleClassifier(tiny_net(), calibration="smoothed_temperature",
+                                      n_runs=2, bootstrap="folds", **kwargs).fit(X, y)
+    assert runs.temperature_ > 0 and runs.pooling_ == "tempered runs"
+    # A parameter like the others: saved, cloned, searched.
+    path = tmp_path / "smoothed.skens"
+    save_ensemble(smoothed, path)
+    loaded = load_ensemble(path)
+    assert loaded.calibration == "smoothed_temperature"
+    assert loaded.temperature_ == smoothed.temperature_
+    assert clone(smoothed).calibration == "smoothed_temperature"
+    search = GridSearchCV(SnapshotEnsembleClassifier(tiny_net(), **kwargs), cv=2,
+                          param_grid={"calibration": ["temperature", "smoothed_temperature"]},
+                          scoring="neg_log_loss").fit(X, y)
+    assert search.best_params_["calibration"] in ("temperature", "smoothed_temperature")
+    with pytest.raises(ValueError, match="calibration"):
+        SnapshotEnsembleClassifier(tiny_net(), calibration="smoothed").fit(X, y)
 
 
 def test_the_regressor_scales_its_variance_on_validation_rows(data):
