@@ -181,8 +181,8 @@ def test_small_data_suite_tables():
 
     rules = {k: small_data.RULES[k] for k in (small_data.OLD_DEFAULT, small_data.DEFAULT)}
     records = small_data.run(["iris"], (5,), (0,), rules=rules, print_fn=lambda *a: None)
-    methods = ["single net", "single net + T", small_data.AUTO, small_data.OLD_DEFAULT,
-               small_data.DEFAULT]
+    methods = ["single net", "single net + T", "single net + T of smoothed labels",
+               small_data.AUTO, small_data.OLD_DEFAULT, small_data.DEFAULT]
     assert [r["method"] for r in records] == methods
     assert records[0]["n_valid"] == 9 and records[0]["n_train"] == 81
     assert all(np.isfinite(r["nll"]) and 0 <= r["accuracy"] <= 1 for r in records)
