@@ -27,6 +27,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from sksnapshot import SnapshotEnsembleClassifier
+from sksnapshot._kernel import log_proba, normalise
 from sksnapshot._split import validation_split
 from sksnapshot.calibration import apply_temperature, fit_temperature
 
@@ -43,6 +44,7 @@ from ._data import (
     WORTH_QUICK_TASK,
     WORTH_TASKS,
     calibrated_log_loss_cv,
+    own_log_loss,
     worth_data,
     worth_net,
 )
@@ -59,11 +61,6 @@ PSEUDO_COUNTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 DEFAULT, SMOOTHED = (10.0, 0.0), (10.0, 1.0)  # (prior strength, pseudo-count)
 
 
-def _own(proba, y):
-    proba = np.clip(proba, 1e-300, None)
-    return float(-np.mean(np.log(proba[np.arange(len(y)), y])))
-
-
 def fit_once(task, seed, epochs, label_smoothing):
     """The default fitted once; its mixture calibrated by every rule of the grid."""
     X, y, X_test, y_test = worth_data(task)
@@ -74,25 +71,23 @@ def fit_once(task, seed, epochs, label_smoothing):
     # The validation rows fit drew: the split comes first from random_state.
     _, valid = validation_split(y, clf.validation_fraction, check_random_state(seed))
 
-    def mixture(rows):
-        probas = clf._member_outputs(rows, clf.snapshots_).astype(np.float64)
-        return np.tensordot(clf.weights_, probas[clf.members_], axes=1)
+    def log_mixture(rows):  # what fit calibrates: the members' mixture, floored, its log
+        return log_proba(normalise(clf._weighted_outputs(rows)))
 
-    val, test, y_val = mixture(X[valid]), mixture(X_test), y[valid]
-    # The library's arithmetic: probabilities floored at 1e-15, as predict_proba does.
-    log_val, log_test = np.log(np.maximum(val, 1e-300)), np.log(np.maximum(test, 1e-300))
+    log_val, log_test, y_val = log_mixture(X[valid]), log_mixture(X_test), y[valid]
     n = len(y_val)
     grid = {}
     for s in STRENGTHS:
         for a in PSEUDO_COUNTS:
             t = fit_temperature(log_val, y_val, prior_strength=s, smoothing=a / (n + 2 * a))
-            grid[f"{s:g}|{a:g}"] = (_own(apply_temperature(log_test, t), y_test), t)
-    assert np.isclose(clf.temperature_, grid["10|0"][1], rtol=1e-3), \
+            grid[_rule_key((s, a))] = (own_log_loss(apply_temperature(log_test, t), y_test), t)
+    assert np.isclose(clf.temperature_, grid[_rule_key(DEFAULT)][1], rtol=1e-3), \
         "the grid's default rule is not what fit does"
     floored = apply_temperature(log_test, 1.0)
     calibrated, t_test = calibrated_log_loss_cv(floored, y_test)
-    return {"n_valid": n, "grid": grid, "no T": _own(floored, y_test), "calibrated": calibrated,
-            "T test": t_test, "accuracy": float(np.mean(test.argmax(1) == y_test))}
+    return {"n_valid": n, "grid": grid, "no T": own_log_loss(floored, y_test),
+            "calibrated": calibrated,
+            "T test": t_test, "accuracy": float(np.mean(log_test.argmax(1) == y_test))}
 
 
 def setups(tasks, epochs=None):
@@ -123,9 +118,14 @@ def run(cells, seeds, jobs, raw_path):
     return raw
 
 
+def _rule_key(rule):
+    """A grid rule ``(prior strength, pseudo-count)``'s key in the raw records."""
+    return f"{rule[0]:g}|{rule[1]:g}"
+
+
 def _own_of(record, rule):
     """Own log-loss of a record under ``rule``: ``(strength, pseudo-count)`` or "no T"."""
-    return record["no T"] if rule == "no T" else record["grid"][f"{rule[0]:g}|{rule[1]:g}"][0]
+    return record["no T"] if rule == "no T" else record["grid"][_rule_key(rule)][0]
 
 
 def _diff(records, rule, reference=DEFAULT):
@@ -150,7 +150,7 @@ def tables(raw, cells, seeds):
 
         def gap(rule, records=records, cal=cal):
             own = np.mean([_own_of(r, rule) for r in records])
-            t = np.median([r["grid"][f"{rule[0]:g}|{rule[1]:g}"][1] for r in records])
+            t = np.median([r["grid"][_rule_key(rule)][1] for r in records])
             return f"{own:.4f} / {cal:.4f} = {own / cal:.3f}, T {t:.2f}"
 
         lines.append(

@@ -58,6 +58,7 @@ from ._data import (
     calibrated_log_loss_cv,
     deep_ensemble_equivalent,
     fit_test_temperature,
+    own_log_loss,
     temperature_scale,
     worth_data,
     worth_net,
@@ -72,9 +73,8 @@ PRODUCT_POOLING = SnapshotEnsembleClassifier._cross_fit_pooling
 def _score(proba, y_test):
     """Own and calibrated test log-loss, and accuracy."""
     proba = np.clip(np.asarray(proba, dtype=np.float64), 1e-300, None)
-    own = float(-np.mean(np.log(proba[np.arange(len(y_test)), y_test])))
     calibrated, _ = calibrated_log_loss_cv(proba, y_test)
-    return {"own": own, "calibrated": calibrated,
+    return {"own": own_log_loss(proba, y_test), "calibrated": calibrated,
             "accuracy": float(np.mean(proba.argmax(1) == y_test))}
 
 
